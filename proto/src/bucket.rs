@@ -100,7 +100,11 @@ pub fn golomb_parameter(n: u32, f: u32) -> u64 {
     if n == 0 {
         return 1;
     }
-    let universe = if f >= 64 { u64::MAX as f64 } else { (1u64 << f) as f64 };
+    let universe = if f >= 64 {
+        u64::MAX as f64
+    } else {
+        (1u64 << f) as f64
+    };
     let m = (universe / f64::from(n) * std::f64::consts::LN_2).round();
     if m < 1.0 { 1 } else { m as u64 }
 }
@@ -120,7 +124,9 @@ pub fn encode_payload(
     pad_to: usize,
 ) -> Result<Vec<u8>, ProtocolError> {
     if !(1..=64).contains(&f) {
-        return Err(ProtocolError::InvalidPayload("fingerprint bits out of range"));
+        return Err(ProtocolError::InvalidPayload(
+            "fingerprint bits out of range",
+        ));
     }
     let n = u32::try_from(fingerprints.len())
         .map_err(|_| ProtocolError::InvalidPayload("too many entries"))?;
@@ -142,7 +148,9 @@ pub fn encode_payload(
     let mut prev = 0u64;
     for &fp in fingerprints {
         if fp > max || fp < prev {
-            return Err(ProtocolError::InvalidPayload("fingerprints not sorted or too wide"));
+            return Err(ProtocolError::InvalidPayload(
+                "fingerprints not sorted or too wide",
+            ));
         }
         coder.encode(&mut w, fp - prev);
         prev = fp;
@@ -184,7 +192,9 @@ impl<'a> Payload<'a> {
         let label_width = header[1];
         let f = u32::from(header[2]);
         if !(1..=64).contains(&f) {
-            return Err(ProtocolError::InvalidPayload("fingerprint bits out of range"));
+            return Err(ProtocolError::InvalidPayload(
+                "fingerprint bits out of range",
+            ));
         }
         let n = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
         let mut m8 = [0u8; 8];
@@ -203,7 +213,9 @@ impl<'a> Payload<'a> {
         let (labels, stream) = rest.split_at(label_len);
         // Each code takes at least one bit: a cheap bound before allocating.
         if n > stream.len().saturating_mul(8) {
-            return Err(ProtocolError::InvalidPayload("count exceeds the bit stream"));
+            return Err(ProtocolError::InvalidPayload(
+                "count exceeds the bit stream",
+            ));
         }
         let max = if f == 64 { u64::MAX } else { (1u64 << f) - 1 };
         let coder = Golomb::new(m);
@@ -262,7 +274,11 @@ struct Golomb {
 
 impl Golomb {
     fn new(m: u64) -> Self {
-        let b = if m <= 1 { 0 } else { 64 - (m - 1).leading_zeros() };
+        let b = if m <= 1 {
+            0
+        } else {
+            64 - (m - 1).leading_zeros()
+        };
         let u = if b == 64 {
             0u64.wrapping_sub(m)
         } else {
@@ -322,12 +338,20 @@ impl BitWriter {
         if bits == 0 {
             return;
         }
-        let mut v = if bits == 64 { v } else { v & ((1u64 << bits) - 1) };
+        let mut v = if bits == 64 {
+            v
+        } else {
+            v & ((1u64 << bits) - 1)
+        };
         let mut bits = bits;
         while bits > 0 {
             let room = 64 - self.nbits;
             let take = room.min(bits);
-            let part = if take == 64 { v } else { v & ((1u64 << take) - 1) };
+            let part = if take == 64 {
+                v
+            } else {
+                v & ((1u64 << take) - 1)
+            };
             self.acc |= part << self.nbits;
             self.nbits += take;
             bits -= take;
@@ -351,8 +375,7 @@ impl BitWriter {
 
     fn finish(mut self) -> Vec<u8> {
         let bytes = self.nbits.div_ceil(8) as usize;
-        self.out
-            .extend_from_slice(&self.acc.to_le_bytes()[..bytes]);
+        self.out.extend_from_slice(&self.acc.to_le_bytes()[..bytes]);
         self.out
     }
 }

@@ -56,7 +56,8 @@ pub mod pb {
     tonic::include_proto!("breachcheck.v1");
 
     /// The encoded `FileDescriptorSet` of `breachcheck.v1`, for server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("breachcheck_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("breachcheck_descriptor");
 }
 
 pub use error::{ProtocolError, Result};

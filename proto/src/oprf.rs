@@ -240,7 +240,7 @@ impl Element {
     /// Like [`Element::mul_batch`] with one scalar for all points.
     fn mul_batch_same(scalar: &Scalar, points: &[RistrettoPoint]) -> Vec<Element> {
         let half = Zeroizing::new(scalar * *HALF);
-        let halves: Vec<RistrettoPoint> = points.iter().map(|p| p * &*half).collect();
+        let halves: Vec<RistrettoPoint> = points.iter().map(|p| p * *half).collect();
         let encoded = RistrettoPoint::double_and_compress_batch(&halves);
         halves
             .iter()
@@ -377,9 +377,7 @@ impl Proof {
     /// [`ProtocolError::InvalidScalar`] if `bytes` is not 64 bytes or either
     /// scalar is not canonical (not below the group order).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ProtocolError> {
-        let bytes: &[u8; PROOF_LEN] = bytes
-            .try_into()
-            .map_err(|_| ProtocolError::InvalidScalar)?;
+        let bytes: &[u8; PROOF_LEN] = bytes.try_into().map_err(|_| ProtocolError::InvalidScalar)?;
         let mut c = [0u8; SCALAR_LEN];
         let mut s = [0u8; SCALAR_LEN];
         c.copy_from_slice(&bytes[..SCALAR_LEN]);
@@ -468,14 +466,15 @@ impl ServerKey {
     ///
     /// [`ProtocolError::InputTooLong`] if `info` is longer than 65535 bytes;
     /// [`ProtocolError::DeriveKeyPair`] if all 256 counters give zero.
-    pub fn derive_key_pair(mode: Mode, seed: &[u8; 32], info: &[u8]) -> Result<Self, ProtocolError> {
+    pub fn derive_key_pair(
+        mode: Mode,
+        seed: &[u8; 32],
+        info: &[u8],
+    ) -> Result<Self, ProtocolError> {
         let info_len = u16::try_from(info.len()).map_err(|_| ProtocolError::InputTooLong)?;
         let dst = &mode.dsts().derive_key_pair;
         for counter in 0..=255u8 {
-            let sk = hash_to_scalar(
-                &[seed, &info_len.to_be_bytes(), info, &[counter]],
-                dst,
-            );
+            let sk = hash_to_scalar(&[seed, &info_len.to_be_bytes(), info, &[counter]], dst);
             if sk != Scalar::ZERO {
                 return Ok(Self::from_scalar(mode, sk));
             }
@@ -608,7 +607,10 @@ impl ServerKey {
     /// # Errors
     ///
     /// As [`ServerKey::evaluate`], for the first input that fails.
-    pub fn evaluate_batch<I: AsRef<[u8]>>(&self, inputs: &[I]) -> Result<Vec<Output>, ProtocolError> {
+    pub fn evaluate_batch<I: AsRef<[u8]>>(
+        &self,
+        inputs: &[I],
+    ) -> Result<Vec<Output>, ProtocolError> {
         let points = inputs
             .iter()
             .map(|x| hash_to_group(self.mode, x.as_ref()))
@@ -840,8 +842,7 @@ pub fn finalize<I: AsRef<[u8]>>(
         _ => return Err(ProtocolError::Verify),
     }
     // Unblind with one batch inversion. Blinds are non-zero by construction.
-    let mut inverses: Zeroizing<Vec<Scalar>> =
-        Zeroizing::new(blinds.iter().map(|b| b.0).collect());
+    let mut inverses: Zeroizing<Vec<Scalar>> = Zeroizing::new(blinds.iter().map(|b| b.0).collect());
     Scalar::invert_batch_alloc(&mut inverses);
     let points: Vec<RistrettoPoint> = evaluated.iter().map(|e| e.0.point).collect();
     let unblinded = Element::mul_batch(&inverses, &points);

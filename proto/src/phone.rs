@@ -308,7 +308,7 @@ impl fmt::Display for PhoneNumber {
 /// Steps 1 and 2: returns (leading plus, digits, count).
 fn scan(input: &str) -> Result<(bool, [u8; SCAN_DIGITS], usize), PhoneError> {
     let mut s = input.trim();
-    if s.len() >= 4 && s[..4].eq_ignore_ascii_case("tel:") {
+    if s.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("tel:")) {
         s = &s[4..];
     }
     let mut digits = [0u8; SCAN_DIGITS];
@@ -331,8 +331,17 @@ fn scan(input: &str) -> Result<(bool, [u8; SCAN_DIGITS], usize), PhoneError> {
         }
         match c {
             '+' | '\u{FF0B}' if n == 0 && !plus => plus = true,
-            ' ' | '\t' | '-' | '.' | '(' | ')' | '/' | '\u{00A0}' | '\u{2010}'..='\u{2015}'
-            | '\u{FF0D}' | '\u{3000}' => {}
+            ' '
+            | '\t'
+            | '-'
+            | '.'
+            | '('
+            | ')'
+            | '/'
+            | '\u{00A0}'
+            | '\u{2010}'..='\u{2015}'
+            | '\u{FF0D}'
+            | '\u{3000}' => {}
             // An extension ends the number: "ext", "x", "#", ";ext=".
             '#' | ';' if n > 0 => break,
             'x' | 'X' | 'e' | 'E' if n > 0 && is_extension(&s[i..]) => break,
@@ -376,10 +385,10 @@ fn split_country(
     let Some(region) = region else {
         return Err(PhoneError::NoCountryCode);
     };
-    if region.cc == 1 {
-        if let Some(rest) = digits.strip_prefix(b"011") {
-            return split_calling_code(rest);
-        }
+    if region.cc == 1
+        && let Some(rest) = digits.strip_prefix(b"011")
+    {
+        return split_calling_code(rest);
     }
     // Dumps often drop the '+': from CN, 86 + a 11-digit mobile is international.
     if region.cc == 86 && digits.len() == 13 && digits.starts_with(b"861") {
