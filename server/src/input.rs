@@ -1,0 +1,265 @@
+//! Reading leak dumps: plain one-number-per-line files, CSV and TSV with a
+//! header, gzip or zstd compressed (detected by magic bytes), or stdin.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::Path;
+
+use breachcheck_proto::phone::mask;
+use breachcheck_proto::{PhoneError, PhoneNumber, Region};
+use serde::Serialize;
+
+use crate::error::{Result, ServerError, io_err};
+
+/// Which column of a CSV/TSV holds the numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Column {
+    /// By header name (case-insensitive).
+    Name(String),
+    /// By position, 1-based.
+    Number(usize),
+}
+
+impl std::str::FromStr for Column {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.parse::<usize>() {
+            Ok(0) => Err("column numbers start at 1".into()),
+            Ok(n) => Ok(Column::Number(n)),
+            Err(_) => Ok(Column::Name(s.to_owned())),
+        }
+    }
+}
+
+/// Counts of what was read, with masked samples of the invalid rows.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct RowStats {
+    /// Rows read (header excluded).
+    pub rows: u64,
+    /// Rows that gave a number.
+    pub valid: u64,
+    /// Invalid rows by reason.
+    pub invalid: BTreeMap<String, u64>,
+    /// Up to 3 masked samples per reason.
+    pub samples: BTreeMap<String, Vec<String>>,
+}
+
+impl RowStats {
+    fn reject(&mut self, reason: &str, raw: &str) {
+        *self.invalid.entry(reason.to_owned()).or_default() += 1;
+        let samples = self.samples.entry(reason.to_owned()).or_default();
+        if samples.len() < 3 {
+            // Masked: a log must not leak the dump.
+            samples.push(mask(raw.trim()));
+        }
+    }
+
+    /// Total invalid rows.
+    pub fn invalid_total(&self) -> u64 {
+        self.invalid.values().sum()
+    }
+
+    /// Adds another file's counts.
+    pub fn merge(&mut self, other: RowStats) {
+        self.rows += other.rows;
+        self.valid += other.valid;
+        for (k, v) in other.invalid {
+            *self.invalid.entry(k).or_default() += v;
+        }
+        for (k, v) in other.samples {
+            let s = self.samples.entry(k).or_default();
+            for x in v {
+                if s.len() < 3 {
+                    s.push(x);
+                }
+            }
+        }
+    }
+}
+
+/// The snake_case name of a phone error, used as a counter key.
+pub fn reason_name(e: PhoneError) -> &'static str {
+    match e {
+        PhoneError::Empty => "empty",
+        PhoneError::Letters => "letters",
+        PhoneError::InvalidCharacter => "invalid_character",
+        PhoneError::TooShort => "too_short",
+        PhoneError::TooLong => "too_long",
+        PhoneError::NoCountryCode => "no_country_code",
+        PhoneError::UnknownCountryCode => "unknown_country_code",
+        PhoneError::InvalidForRegion => "invalid_for_region",
+        _ => "invalid",
+    }
+}
+
+/// Opens a dump (`-` is stdin), transparently decompressing gzip (also
+/// concatenated members) and zstd.
+///
+/// # Errors
+///
+/// [`ServerError::Io`] if it cannot be opened.
+pub fn open_input(path: &Path) -> Result<Box<dyn BufRead + Send>> {
+    let raw: Box<dyn Read + Send> = if path == Path::new("-") {
+        Box::new(io::stdin())
+    } else {
+        Box::new(File::open(path).map_err(io_err(path))?)
+    };
+    let mut buf = BufReader::with_capacity(1 << 16, raw);
+    let head = buf.fill_buf().map_err(io_err(path))?;
+    Ok(if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(BufReader::with_capacity(
+            1 << 16,
+            flate2::bufread::MultiGzDecoder::new(buf),
+        ))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        let dec = zstd::stream::read::Decoder::with_buffer(buf).map_err(io_err(path))?;
+        Box::new(BufReader::with_capacity(1 << 16, dec))
+    } else {
+        Box::new(buf)
+    })
+}
+
+/// Reads every row of a dump, calling `emit` with each valid number.
+/// Invalid rows are counted in the returned stats and never stop the read.
+///
+/// # Errors
+///
+/// [`ServerError::Io`] on read errors; [`ServerError::Input`] if a CSV has no
+/// column that looks like phone numbers (or the named one is missing).
+pub fn read_numbers(
+    path: &Path,
+    column: Option<&Column>,
+    region: Option<Region>,
+    mut emit: impl FnMut(PhoneNumber),
+) -> Result<RowStats> {
+    let mut reader = open_input(path)?;
+    let mut stats = RowStats::default();
+    let mut first = String::new();
+    reader.read_line(&mut first).map_err(io_err(path))?;
+    let delimiter = if first.contains('\t') {
+        Some(b'\t')
+    } else if first.contains(',') {
+        Some(b',')
+    } else {
+        None
+    };
+    let Some(delimiter) = delimiter else {
+        // One number per line; the first line is data too.
+        let mut line = first;
+        loop {
+            if !line.is_empty() {
+                let cell = line.trim_end_matches(['\n', '\r']);
+                stats.rows += 1;
+                match PhoneNumber::parse(cell, region) {
+                    Ok(n) => {
+                        stats.valid += 1;
+                        emit(n);
+                    }
+                    Err(e) => stats.reject(reason_name(e), cell),
+                }
+            }
+            line.clear();
+            if reader.read_line(&mut line).map_err(io_err(path))? == 0 {
+                break;
+            }
+        }
+        return Ok(stats);
+    };
+    let chained = io::Cursor::new(first.into_bytes()).chain(reader);
+    let mut csv = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(chained);
+    let headers = csv
+        .headers()
+        .map_err(|e| ServerError::Input(format!("{}: {e}", path.display())))?
+        .clone();
+    let mut records = csv.into_records();
+    // Buffer a sample to choose the column when none is named.
+    let mut sample = Vec::new();
+    let col = match column {
+        Some(Column::Number(n)) => n - 1,
+        Some(Column::Name(name)) => headers
+            .iter()
+            .position(|h| h.trim().eq_ignore_ascii_case(name))
+            .ok_or_else(|| {
+                ServerError::Input(format!("{}: no column named {name:?}", path.display()))
+            })?,
+        None => {
+            for r in records.by_ref().take(200) {
+                sample.push(r.map_err(|e| ServerError::Input(format!("{}: {e}", path.display())))?);
+            }
+            guess_column(&headers, &sample, region).ok_or_else(|| {
+                ServerError::Input(format!(
+                    "{}: no column looks like phone numbers; name one with --column",
+                    path.display()
+                ))
+            })?
+        }
+    };
+    let mut handle = |rec: &csv::StringRecord, stats: &mut RowStats| {
+        stats.rows += 1;
+        match rec.get(col) {
+            None => stats.reject("missing_column", ""),
+            Some(cell) => match PhoneNumber::parse(cell, region) {
+                Ok(n) => {
+                    stats.valid += 1;
+                    emit(n);
+                }
+                Err(e) => stats.reject(reason_name(e), cell),
+            },
+        }
+    };
+    for rec in &sample {
+        handle(rec, &mut stats);
+    }
+    for rec in records {
+        match rec {
+            Ok(rec) => handle(&rec, &mut stats),
+            Err(e) if e.is_io_error() => {
+                return Err(ServerError::Input(format!("{}: {e}", path.display())));
+            }
+            Err(_) => {
+                stats.rows += 1;
+                stats.reject("malformed_row", "");
+            }
+        }
+    }
+    Ok(stats)
+}
+
+/// The column holding the numbers: among the columns where at least half of
+/// the sampled cells parse, one whose header names a phone (`phone`, `mobile`,
+/// `tel`, `msisdn`, `number`) if any, else the one that parses most often.
+fn guess_column(
+    headers: &csv::StringRecord,
+    sample: &[csv::StringRecord],
+    region: Option<Region>,
+) -> Option<usize> {
+    let width = sample.iter().map(|r| r.len()).max()?;
+    let ok: Vec<usize> = (0..width)
+        .map(|c| {
+            sample
+                .iter()
+                .filter(|r| {
+                    r.get(c)
+                        .is_some_and(|v| PhoneNumber::parse(v, region).is_ok())
+                })
+                .count()
+        })
+        .collect();
+    let plausible = |c: &usize| ok[*c] > 0 && ok[*c] * 2 >= sample.len();
+    let named = |c: &usize| {
+        let h = headers.get(*c).unwrap_or("").to_ascii_lowercase();
+        ["phone", "mobile", "tel", "msisdn", "number"]
+            .iter()
+            .any(|k| h.contains(k))
+    };
+    (0..width).filter(plausible).find(named).or_else(|| {
+        (0..width)
+            .filter(plausible)
+            .max_by_key(|c| (ok[*c], usize::MAX - c))
+    })
+}
