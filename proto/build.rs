@@ -14,6 +14,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Bucket payloads are served straight from the index map, no copy.
+        .bytes(".breachcheck.v1.BucketChunk.payload")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -51,6 +51,13 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Serve an index over gRPC.
+    Serve(ServeArgs),
+    /// Manage API keys.
+    Apikey {
+        #[command(subcommand)]
+        cmd: ApikeyCmd,
+    },
     /// Write a deterministic synthetic Weibo-like dump.
     GenCorpus {
         /// Output file (`-` for stdout).
@@ -75,6 +82,56 @@ enum Cmd {
         #[arg(long, default_value_t = 1000)]
         non_member_count: usize,
     },
+}
+
+#[derive(Subcommand)]
+enum ApikeyCmd {
+    /// Print a fresh token and the config entry (its hash) to paste.
+    New {
+        /// A name for logs, metrics and quota accounting.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML config file (see server/server.example.toml); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The index file.
+    #[arg(long)]
+    index: Option<PathBuf>,
+    /// The OPRF key file the index was built with.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Listen address (default 127.0.0.1:50051; port 0 picks a free one).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// TLS certificate chain (PEM).
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM).
+    #[arg(long)]
+    client_ca: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address.
+    #[arg(long)]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// Most elements per Evaluate.
+    #[arg(long)]
+    max_batch: Option<u32>,
+    /// Floor on GetBuckets prefix bits.
+    #[arg(long)]
+    min_prefix_bits: Option<u32>,
+    /// Accept calls without an API key, under a small shared quota.
+    #[arg(long)]
+    allow_anonymous: bool,
+    /// Skip the full-body hash check at start and reload.
+    #[arg(long)]
+    no_verify: bool,
 }
 
 #[derive(clap::Args)]
@@ -156,6 +213,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::BuildIndex(args) => build(args),
+        Cmd::Serve(args) => {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(serve(args))
+        }
+        Cmd::Apikey {
+            cmd: ApikeyCmd::New { name },
+        } => {
+            let (token, entry) = breachcheck_server::config::new_api_key(&name);
+            println!("token (give this to the client; it is not stored anywhere):");
+            println!("  {token}");
+            println!();
+            println!("config entry (paste into server.toml):");
+            print!("{entry}");
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Inspect {
             index,
             verify,
@@ -410,4 +482,148 @@ fn inspect(path: &PathBuf, verify: bool, json: bool) -> anyhow::Result<ExitCode>
     } else {
         ExitCode::SUCCESS
     })
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    use breachcheck_server::config::Config;
+    use breachcheck_server::{AppState, Served};
+    let mut config = match &args.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if let Some(v) = args.index {
+        config.index = Some(v);
+    }
+    if let Some(v) = args.key {
+        config.key = Some(v);
+    }
+    if let Some(v) = args.listen {
+        config.listen = v;
+    }
+    if let Some(v) = args.tls_cert {
+        config.tls_cert = Some(v);
+    }
+    if let Some(v) = args.tls_key {
+        config.tls_key = Some(v);
+    }
+    if let Some(v) = args.client_ca {
+        config.client_ca = Some(v);
+    }
+    if let Some(v) = args.metrics_listen {
+        config.metrics_listen = Some(v);
+    }
+    if let Some(v) = args.max_batch {
+        config.max_batch = v;
+    }
+    if let Some(v) = args.min_prefix_bits {
+        config.min_prefix_bits = v;
+    }
+    if args.allow_anonymous {
+        config.allow_anonymous = true;
+    }
+    config.validate()?;
+    let index_path = config
+        .index
+        .clone()
+        .context("no index: give --index or `index` in the config")?;
+    let key_path = config
+        .key
+        .clone()
+        .context("no key: give --key or `key` in the config")?;
+    let verify = !args.no_verify;
+    let served = tokio::task::spawn_blocking({
+        let (i, k) = (index_path.clone(), key_path.clone());
+        move || Served::load(&i, &k, verify)
+    })
+    .await??;
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let identity = tonic::transport::Identity::from_pem(
+                std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?,
+                std::fs::read(key).with_context(|| format!("reading {}", key.display()))?,
+            );
+            let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+            if let Some(ca) = &config.client_ca {
+                tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(
+                    std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?,
+                ));
+            }
+            Some(tls)
+        }
+        _ => None,
+    };
+    let h = served.index.header();
+    tracing::info!(
+        index = %index_path.display(),
+        entries = h.entry_count,
+        bucket_bits = h.bucket_bits,
+        index_id = %hex::encode(h.index_id),
+        public_key = %served.key.public_key().fingerprint(),
+        anonymous = config.allow_anonymous,
+        api_keys = config.api_keys.len(),
+        "index loaded"
+    );
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let state = std::sync::Arc::new(AppState::new(served, config.clone()));
+    if let Some(m) = config.metrics_listen {
+        let ml = tokio::net::TcpListener::bind(m)
+            .await
+            .with_context(|| format!("binding metrics {m}"))?;
+        tracing::info!(addr = %ml.local_addr()?, "metrics on /metrics");
+        tokio::spawn(breachcheck_server::metrics::serve_metrics(
+            ml,
+            state.metrics.clone(),
+        ));
+    }
+    // SIGHUP: reload index and key; failures keep the old pair served.
+    #[cfg(unix)]
+    {
+        let state = state.clone();
+        let (i, k) = (index_path.clone(), key_path.clone());
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let (state, i, k) = (state.clone(), i.clone(), k.clone());
+                let r = tokio::task::spawn_blocking(move || state.reload(&i, &k)).await;
+                match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "reload failed; still serving the previous index")
+                    }
+                    Err(e) => tracing::error!(error = %e, "reload task failed"),
+                }
+            }
+        });
+    }
+    println!("breachcheck-server listening on {addr}");
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    breachcheck_server::serve(listener, state, tls, shutdown_signal()).await?;
+    tracing::info!("shut down");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutdown requested: draining in-flight calls");
 }

@@ -1,0 +1,343 @@
+//! API-key authentication and per-key quotas.
+//!
+//! Rate limiting is the security boundary of an OPRF over phone numbers: every
+//! evaluated element is one guess at the numbering plan. Evaluations are
+//! counted in elements with a token bucket (burst) and a per-UTC-day cap;
+//! bucket downloads are capped in bytes per day.
+//!
+//! The state lives behind [`QuotaStore`], so a shared backend (Redis, for
+//! several replicas) can replace the in-memory one without touching the service.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use subtle::ConstantTimeEq;
+use tokio::time::Instant;
+
+use crate::config::{ApiKeyEntry, Quota};
+
+/// Who is calling: an API key's name, or the shared anonymous identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Caller {
+    /// The key's configured name, or `anonymous`.
+    pub name: String,
+    /// Its quota.
+    pub quota: QuotaKey,
+}
+
+/// A hashable copy of a [`Quota`] (floats as bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct QuotaKey {
+    per_second_bits: u64,
+    burst: u64,
+    per_day: u64,
+    bytes_per_day: u64,
+}
+
+impl From<Quota> for QuotaKey {
+    fn from(q: Quota) -> Self {
+        QuotaKey {
+            per_second_bits: q.elements_per_second.to_bits(),
+            burst: q.burst,
+            per_day: q.elements_per_day,
+            bytes_per_day: q.bucket_bytes_per_day,
+        }
+    }
+}
+
+impl QuotaKey {
+    fn per_second(&self) -> f64 {
+        f64::from_bits(self.per_second_bits)
+    }
+}
+
+/// Why a call was refused by its quota, and when it may succeed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Exhausted {
+    /// Which limit.
+    pub limit: &'static str,
+    /// Time until enough quota is back.
+    pub retry_after: Duration,
+}
+
+impl std::fmt::Display for Exhausted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "quota exhausted: {}; refills in {} s",
+            self.limit,
+            self.retry_after.as_secs().max(1)
+        )
+    }
+}
+
+/// Storage of quota state. The in-memory [`MemoryQuotas`] serves one process;
+/// a multi-replica deployment implements this over a shared store.
+pub trait QuotaStore: Send + Sync + std::fmt::Debug {
+    /// Charges `n` elements to `caller`, or says why not (charging nothing).
+    ///
+    /// # Errors
+    ///
+    /// [`Exhausted`] when the burst or the daily cap does not allow `n`.
+    fn charge_elements(&self, caller: &Caller, n: u64) -> Result<(), Exhausted>;
+
+    /// Charges `bytes` of bucket download to `caller`.
+    ///
+    /// # Errors
+    ///
+    /// [`Exhausted`] when the daily byte cap does not allow it.
+    fn charge_bytes(&self, caller: &Caller, bytes: u64) -> Result<(), Exhausted>;
+}
+
+#[derive(Debug)]
+struct KeyState {
+    tokens: f64,
+    updated: Instant,
+    day: u64,
+    elements_today: u64,
+    bytes_today: u64,
+}
+
+/// In-process quota state. Time comes from `tokio::time::Instant`, so tests
+/// can pause and advance it; the UTC day is derived from the same clock.
+#[derive(Debug)]
+pub struct MemoryQuotas {
+    state: Mutex<HashMap<String, KeyState>>,
+    start: Instant,
+    start_unix: Duration,
+}
+
+impl Default for MemoryQuotas {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryQuotas {
+    /// Empty state.
+    pub fn new() -> Self {
+        MemoryQuotas {
+            state: Mutex::new(HashMap::new()),
+            start: Instant::now(),
+            start_unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default(),
+        }
+    }
+
+    fn unix_now(&self) -> Duration {
+        self.start_unix + self.start.elapsed()
+    }
+
+    fn with_state<T>(&self, caller: &Caller, f: impl FnOnce(&mut KeyState, Duration) -> T) -> T {
+        let now_unix = self.unix_now();
+        let day = now_unix.as_secs() / 86_400;
+        let mut map = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let st = map.entry(caller.name.clone()).or_insert_with(|| KeyState {
+            tokens: caller.quota.burst as f64,
+            updated: Instant::now(),
+            day,
+            elements_today: 0,
+            bytes_today: 0,
+        });
+        // Refill the bucket and roll the day over.
+        let now = Instant::now();
+        let dt = now.duration_since(st.updated).as_secs_f64();
+        st.tokens = (st.tokens + dt * caller.quota.per_second()).min(caller.quota.burst as f64);
+        st.updated = now;
+        if st.day != day {
+            st.day = day;
+            st.elements_today = 0;
+            st.bytes_today = 0;
+        }
+        let to_midnight = Duration::from_secs((day + 1) * 86_400).saturating_sub(now_unix);
+        f(st, to_midnight)
+    }
+}
+
+impl QuotaStore for MemoryQuotas {
+    fn charge_elements(&self, caller: &Caller, n: u64) -> Result<(), Exhausted> {
+        let q = caller.quota;
+        self.with_state(caller, |st, to_midnight| {
+            if st.elements_today.saturating_add(n) > q.per_day {
+                return Err(Exhausted {
+                    limit: "daily evaluation cap",
+                    retry_after: to_midnight,
+                });
+            }
+            if n as f64 > st.tokens {
+                let retry = if n > q.burst || q.per_second() <= 0.0 {
+                    // Can never fit in one burst: the batch must be smaller.
+                    to_midnight
+                } else {
+                    Duration::from_secs_f64((n as f64 - st.tokens) / q.per_second())
+                };
+                return Err(Exhausted {
+                    limit: "evaluation rate (burst)",
+                    retry_after: retry,
+                });
+            }
+            st.tokens -= n as f64;
+            st.elements_today += n;
+            Ok(())
+        })
+    }
+
+    fn charge_bytes(&self, caller: &Caller, bytes: u64) -> Result<(), Exhausted> {
+        let q = caller.quota;
+        self.with_state(caller, |st, to_midnight| {
+            if st.bytes_today.saturating_add(bytes) > q.bytes_per_day {
+                return Err(Exhausted {
+                    limit: "daily bucket download cap",
+                    retry_after: to_midnight,
+                });
+            }
+            st.bytes_today += bytes;
+            Ok(())
+        })
+    }
+}
+
+/// Why a call was not authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthError {
+    /// No `authorization` header and anonymous access is off.
+    Missing,
+    /// A header that is not `Bearer <token>`, or an unknown token.
+    Invalid,
+}
+
+/// The configured API keys, by hash.
+#[derive(Debug, Clone)]
+pub struct ApiKeys {
+    keys: Vec<(String, [u8; 32], Quota)>,
+    anonymous: Option<Quota>,
+}
+
+impl ApiKeys {
+    /// From the config entries (hashes already validated).
+    pub fn new(entries: &[ApiKeyEntry], default_quota: Quota, anonymous: Option<Quota>) -> Self {
+        let keys = entries
+            .iter()
+            .filter_map(|e| {
+                let mut h = [0u8; 32];
+                hex::decode_to_slice(&e.token_blake3, &mut h).ok()?;
+                Some((e.name.clone(), h, e.quota.unwrap_or(default_quota)))
+            })
+            .collect();
+        ApiKeys { keys, anonymous }
+    }
+
+    /// Resolves the `authorization` header value to a caller. Every key is
+    /// compared, in constant time, against the token's BLAKE3 hash.
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError`].
+    pub fn authenticate(&self, header: Option<&[u8]>) -> Result<Caller, AuthError> {
+        let Some(value) = header else {
+            return match self.anonymous {
+                Some(q) => Ok(Caller {
+                    name: "anonymous".into(),
+                    quota: q.into(),
+                }),
+                None => Err(AuthError::Missing),
+            };
+        };
+        let token = value
+            .strip_prefix(b"Bearer ")
+            .or_else(|| value.strip_prefix(b"bearer "))
+            .ok_or(AuthError::Invalid)?;
+        let hash = blake3::hash(token.trim_ascii());
+        let mut found = None;
+        for (name, h, q) in &self.keys {
+            if bool::from(h.ct_eq(hash.as_bytes())) {
+                found = Some((name, q));
+            }
+        }
+        found
+            .map(|(name, q)| Caller {
+                name: name.clone(),
+                quota: (*q).into(),
+            })
+            .ok_or(AuthError::Invalid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(q: Quota) -> Caller {
+        Caller {
+            name: "t".into(),
+            quota: q.into(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn burst_runs_out_and_refills_with_time() {
+        let q = Quota {
+            elements_per_second: 10.0,
+            burst: 100,
+            elements_per_day: 1_000_000,
+            bucket_bytes_per_day: 1000,
+        };
+        let m = MemoryQuotas::new();
+        let c = caller(q);
+        assert!(m.charge_elements(&c, 100).is_ok());
+        let e = m.charge_elements(&c, 50).unwrap_err();
+        assert_eq!(e.limit, "evaluation rate (burst)");
+        assert_eq!(e.retry_after.as_secs(), 5);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(m.charge_elements(&c, 50).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn daily_cap_resets_at_the_next_utc_day() {
+        let q = Quota {
+            elements_per_second: 1e9,
+            burst: 1_000_000,
+            elements_per_day: 10,
+            bucket_bytes_per_day: 100,
+        };
+        let m = MemoryQuotas::new();
+        let c = caller(q);
+        assert!(m.charge_elements(&c, 10).is_ok());
+        let e = m.charge_elements(&c, 1).unwrap_err();
+        assert_eq!(e.limit, "daily evaluation cap");
+        assert!(m.charge_bytes(&c, 100).is_ok());
+        assert!(m.charge_bytes(&c, 1).is_err());
+        tokio::time::advance(e.retry_after + Duration::from_secs(1)).await;
+        assert!(m.charge_elements(&c, 10).is_ok());
+        assert!(m.charge_bytes(&c, 100).is_ok());
+    }
+
+    #[test]
+    fn tokens_are_matched_by_hash() {
+        let (token, _) = crate::config::new_api_key("a");
+        let entry = ApiKeyEntry {
+            name: "a".into(),
+            token_blake3: hex::encode(blake3::hash(token.as_bytes()).as_bytes()),
+            quota: None,
+        };
+        let keys = ApiKeys::new(&[entry], Quota::default(), None);
+        let header = format!("Bearer {token}");
+        assert_eq!(
+            keys.authenticate(Some(header.as_bytes())).unwrap().name,
+            "a"
+        );
+        assert_eq!(
+            keys.authenticate(Some(b"Bearer nope")),
+            Err(AuthError::Invalid)
+        );
+        assert_eq!(
+            keys.authenticate(Some(token.as_bytes())),
+            Err(AuthError::Invalid)
+        );
+        assert_eq!(keys.authenticate(None), Err(AuthError::Missing));
+        let anon = ApiKeys::new(&[], Quota::default(), Some(Quota::anonymous()));
+        assert_eq!(anon.authenticate(None).unwrap().name, "anonymous");
+    }
+}

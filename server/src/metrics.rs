@@ -1,0 +1,194 @@
+//! Prometheus metrics, kept in a few atomics and maps and rendered in the text
+//! exposition format on `GET /metrics`. Labels never hold numbers, elements
+//! or tokens: only RPC names, status codes and API-key names.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Latency histogram bucket bounds, seconds.
+const BOUNDS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+#[derive(Debug, Default)]
+struct Histogram {
+    counts: [u64; BOUNDS.len()],
+    sum: f64,
+    count: u64,
+}
+
+/// The server's metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    latency: Mutex<BTreeMap<&'static str, Histogram>>,
+    quota_rejections: Mutex<BTreeMap<String, u64>>,
+    elements_evaluated: AtomicU64,
+    bucket_bytes_sent: AtomicU64,
+    reloads: AtomicU64,
+}
+
+impl Metrics {
+    /// Records one finished RPC.
+    pub fn observe(&self, rpc: &'static str, code: tonic::Code, elapsed: Duration) {
+        let code = code_name(code);
+        if let Ok(mut m) = self.requests.lock() {
+            *m.entry((rpc, code)).or_default() += 1;
+        }
+        if let Ok(mut m) = self.latency.lock() {
+            let h = m.entry(rpc).or_default();
+            let s = elapsed.as_secs_f64();
+            for (i, b) in BOUNDS.iter().enumerate() {
+                if s <= *b {
+                    h.counts[i] += 1;
+                }
+            }
+            h.sum += s;
+            h.count += 1;
+        }
+    }
+
+    /// Counts evaluated elements.
+    pub fn add_elements(&self, n: u64) {
+        self.elements_evaluated.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts bucket payload bytes sent.
+    pub fn add_bucket_bytes(&self, n: u64) {
+        self.bucket_bytes_sent.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts a quota rejection for an API key name.
+    pub fn quota_rejected(&self, key: &str) {
+        if let Ok(mut m) = self.quota_rejections.lock() {
+            *m.entry(key.to_owned()).or_default() += 1;
+        }
+    }
+
+    /// Counts an index reload.
+    pub fn reloaded(&self) {
+        self.reloads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP breachcheck_requests_total RPCs by method and status code.\n");
+        out.push_str("# TYPE breachcheck_requests_total counter\n");
+        if let Ok(m) = self.requests.lock() {
+            for ((rpc, code), n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "breachcheck_requests_total{{rpc=\"{rpc}\",code=\"{code}\"}} {n}"
+                );
+            }
+        }
+        out.push_str("# HELP breachcheck_request_duration_seconds RPC latency.\n");
+        out.push_str("# TYPE breachcheck_request_duration_seconds histogram\n");
+        if let Ok(m) = self.latency.lock() {
+            for (rpc, h) in m.iter() {
+                for (i, b) in BOUNDS.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "breachcheck_request_duration_seconds_bucket{{rpc=\"{rpc}\",le=\"{b}\"}} {}",
+                        h.counts[i]
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "breachcheck_request_duration_seconds_bucket{{rpc=\"{rpc}\",le=\"+Inf\"}} {}",
+                    h.count
+                );
+                let _ = writeln!(
+                    out,
+                    "breachcheck_request_duration_seconds_sum{{rpc=\"{rpc}\"}} {}",
+                    h.sum
+                );
+                let _ = writeln!(
+                    out,
+                    "breachcheck_request_duration_seconds_count{{rpc=\"{rpc}\"}} {}",
+                    h.count
+                );
+            }
+        }
+        out.push_str(
+            "# HELP breachcheck_quota_rejections_total Calls refused by quota, by API key name.\n",
+        );
+        out.push_str("# TYPE breachcheck_quota_rejections_total counter\n");
+        if let Ok(m) = self.quota_rejections.lock() {
+            for (k, n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "breachcheck_quota_rejections_total{{api_key={k:?}}} {n}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP breachcheck_elements_evaluated_total Blinded elements evaluated.\n# TYPE breachcheck_elements_evaluated_total counter\nbreachcheck_elements_evaluated_total {}",
+            self.elements_evaluated.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP breachcheck_bucket_bytes_sent_total Bucket payload bytes streamed.\n# TYPE breachcheck_bucket_bytes_sent_total counter\nbreachcheck_bucket_bytes_sent_total {}",
+            self.bucket_bytes_sent.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP breachcheck_index_reloads_total Successful index reloads.\n# TYPE breachcheck_index_reloads_total counter\nbreachcheck_index_reloads_total {}",
+            self.reloads.load(Ordering::Relaxed)
+        );
+        out
+    }
+}
+
+fn code_name(c: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match c {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// Serves `GET /metrics` (any path, in fact) on `listener` until dropped.
+pub async fn serve_metrics(listener: TcpListener, metrics: std::sync::Arc<Metrics>) {
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            // Read the request head (bounded), ignore its content.
+            let _ = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await;
+            let body = metrics.render();
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}
