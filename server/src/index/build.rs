@@ -441,7 +441,9 @@ pub fn build_index(key: &ServerKey, out: &Path, opts: &BuildOptions) -> Result<B
                             label = [0; 4];
                         }
                         let mut e = [0u8; REC];
-                        e[..8].copy_from_slice(&out[..8]);
+                        // The fingerprint is a prefix of the output read big-endian.
+                        let fp = bucket::fingerprint(out, 64);
+                        e[..8].copy_from_slice(&fp.to_le_bytes());
                         e[8..12].copy_from_slice(&label);
                         e[12..].copy_from_slice(&r[12..16]);
                         e
