@@ -325,7 +325,7 @@ fn human(x: f64) -> String {
     } else if x >= 1e6 {
         format!("{:.1} million", x / 1e6)
     } else {
-        format!("{:.0}", x)
+        format!("{x:.0}")
     }
 }
 

@@ -140,7 +140,7 @@ pub fn generate(
 /// `count` CN mobile numbers (canonical) that are not in `members`.
 pub fn non_members(members: &[String], count: usize, seed: u64) -> Vec<String> {
     let set: HashSet<&str> = members.iter().map(String::as_str).collect();
-    let mut rng = SplitMix::new(seed ^ 0x5EED_0F_0DD5);
+    let mut rng = SplitMix::new(seed ^ 0x005E_ED0F_0DD5);
     let mut out = Vec::with_capacity(count);
     while out.len() < count {
         let n = format!("+86{}", cn_mobile(&mut rng));

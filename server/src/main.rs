@@ -13,6 +13,8 @@ use breachcheck_server::input::Column;
 use breachcheck_server::key;
 use clap::{Parser, Subcommand};
 
+mod demo;
+
 #[derive(Parser)]
 #[command(
     name = "breachcheck-server",
@@ -57,6 +59,22 @@ enum Cmd {
     Apikey {
         #[command(subcommand)]
         cmd: ApikeyCmd,
+    },
+    /// Generate a demo corpus and index (cached), serve it on 127.0.0.1, and
+    /// check a few numbers through the real client.
+    Demo {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        listen: std::net::SocketAddr,
+        /// Rows in the synthetic corpus.
+        #[arg(long, default_value_t = 1_000_000)]
+        count: u64,
+        /// Where the demo key, dump and index are kept.
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Stop after the self-check instead of serving.
+        #[arg(long)]
+        exit_after_check: bool,
     },
     /// Write a deterministic synthetic Weibo-like dump.
     GenCorpus {
@@ -216,6 +234,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Serve(args) => {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(serve(args))
+        }
+        Cmd::Demo {
+            listen,
+            count,
+            cache_dir,
+            exit_after_check,
+        } => {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(demo::run(listen, count, cache_dir, exit_after_check))
         }
         Cmd::Apikey {
             cmd: ApikeyCmd::New { name },

@@ -32,12 +32,24 @@ pub struct Metrics {
     elements_evaluated: AtomicU64,
     bucket_bytes_sent: AtomicU64,
     reloads: AtomicU64,
+    in_flight: AtomicU64,
 }
 
 impl Metrics {
+    /// Marks an RPC as started; pair with [`Metrics::observe`].
+    pub fn started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// RPCs started and not yet finished.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
     /// Records one finished RPC.
     pub fn observe(&self, rpc: &'static str, code: tonic::Code, elapsed: Duration) {
         let code = code_name(code);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
         if let Ok(mut m) = self.requests.lock() {
             *m.entry((rpc, code)).or_default() += 1;
         }
@@ -143,6 +155,11 @@ impl Metrics {
             out,
             "# HELP breachcheck_index_reloads_total Successful index reloads.\n# TYPE breachcheck_index_reloads_total counter\nbreachcheck_index_reloads_total {}",
             self.reloads.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP breachcheck_in_flight_requests RPCs being handled.\n# TYPE breachcheck_in_flight_requests gauge\nbreachcheck_in_flight_requests {}",
+            self.in_flight()
         );
         out
     }

@@ -353,6 +353,7 @@ impl BreachCheck for Service {
         req: Request<GetIndexInfoRequest>,
     ) -> Result<Response<IndexInfo>, Status> {
         let start = Instant::now();
+        self.state.metrics.started();
         let r = self
             .state
             .authenticate(&req, false)
@@ -366,6 +367,7 @@ impl BreachCheck for Service {
         req: Request<EvaluateRequest>,
     ) -> Result<Response<EvaluateResponse>, Status> {
         let start = Instant::now();
+        self.state.metrics.started();
         let r = self.evaluate_inner(req).await.map(Response::new);
         self.observe("Evaluate", start, &r);
         r
@@ -378,6 +380,7 @@ impl BreachCheck for Service {
         req: Request<GetBucketsRequest>,
     ) -> Result<Response<Self::GetBucketsStream>, Status> {
         let start = Instant::now();
+        self.state.metrics.started();
         let r = self.get_buckets_inner(req).map(Response::new);
         self.observe("GetBuckets", start, &r);
         r

@@ -1,0 +1,718 @@
+//! End-to-end tests over real gRPC on 127.0.0.1: the client SDK against the
+//! real server library, plus raw protocol probes of every status code.
+
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use breachcheck_client::{Client, ClientError};
+use breachcheck_proto::pb::breach_check_client::BreachCheckClient;
+use breachcheck_proto::pb::breach_check_server::{BreachCheck, BreachCheckServer};
+use breachcheck_proto::pb::{self, EvaluateRequest, GetBucketsRequest, GetIndexInfoRequest};
+use breachcheck_proto::{BlindedElement, Mode, ServerKey, oprf};
+use breachcheck_server::config::{Config, Quota};
+use breachcheck_server::service::Service;
+use breachcheck_server::{AppState, Served};
+use support::*;
+use tokio::net::TcpListener;
+use tonic::{Code, Request, Response, Status};
+
+// --- membership ---------------------------------------------------------------
+
+/// A member is found and a non-member is not, in a mixed batch of 10,000 with
+/// the exact expected counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_batch_of_10000_has_exact_counts() {
+    let f = fixture();
+    let server = start_fixture().await;
+    let client = client(&server.url()).await;
+    let mut batch: Vec<String> = f.members.iter().take(5000).cloned().collect();
+    batch.extend(f.non_members.iter().take(5000).cloned());
+    let results = client.check(&batch).await.expect("check");
+    assert_eq!(results.len(), 10_000);
+    let found: Vec<bool> = results.iter().map(|r| r.found).collect();
+    assert!(found[..5000].iter().all(|&x| x), "a member was not found");
+    assert!(found[5000..].iter().all(|&x| !x), "a non-member was found");
+    assert_eq!(results[0].breaches[0].id, "synthetic");
+    server.stop().await;
+}
+
+/// Numbers in other formats are canonicalised before the check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pasted_formats_are_found() {
+    let f = fixture();
+    let server = start_fixture().await;
+    let client = client(&server.url()).await;
+    let m = &f.members[0];
+    let national = &m[3..];
+    let forms = vec![
+        m.clone(),
+        national.to_string(),
+        format!("0086{national}"),
+        format!(
+            "+86 {}-{}-{}",
+            &national[..3],
+            &national[3..7],
+            &national[7..]
+        ),
+    ];
+    let r = client.check(&forms).await.expect("check");
+    assert!(
+        r.iter()
+            .all(|r| r.found && r.number.as_deref() == Some(m.as_str()))
+    );
+    server.stop().await;
+}
+
+/// Invalid numbers are reported per input and never sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_numbers_are_reported_per_input() {
+    let f = fixture();
+    let server = start_fixture().await;
+    let client = client(&server.url()).await;
+    let inputs = vec![
+        f.members[1].clone(),
+        "hello".into(),
+        "12345".into(),
+        String::new(),
+    ];
+    let r = client.check(&inputs).await.expect("check");
+    assert!(r[0].found && r[0].error.is_none());
+    assert_eq!(r[1].error.as_deref(), Some("contains letters"));
+    assert_eq!(r[2].error.as_deref(), Some("too short"));
+    assert_eq!(r[3].error.as_deref(), Some("empty"));
+    assert!(r[1..].iter().all(|r| !r.found && r.number.is_none()));
+    server.stop().await;
+}
+
+/// j = 0 downloads the whole index and gives the same answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_download_gives_the_same_answers() {
+    let f = fixture();
+    let server = start_fixture().await;
+    let client = Client::builder(server.url())
+        .prefix_bits(0)
+        .connect()
+        .await
+        .expect("connect");
+    assert_eq!(client.prefix_bits(), 0);
+    let mut batch: Vec<String> = f.members[..50].to_vec();
+    batch.extend(f.non_members[..50].iter().cloned());
+    let r = client.check(&batch).await.expect("check");
+    assert_eq!(r.iter().filter(|r| r.found).count(), 50);
+    server.stop().await;
+}
+
+// --- lying servers -----------------------------------------------------------------
+
+#[derive(Clone, Copy)]
+enum Lie {
+    OtherKey,
+    TamperedProof,
+    SwappedElements,
+    DroppedElement,
+}
+
+/// A server that answers GetIndexInfo and GetBuckets honestly but lies in Evaluate.
+struct Liar {
+    inner: Service,
+    lie: Lie,
+    other: ServerKey,
+}
+
+#[tonic::async_trait]
+impl BreachCheck for Liar {
+    async fn get_index_info(
+        &self,
+        r: Request<GetIndexInfoRequest>,
+    ) -> Result<Response<pb::IndexInfo>, Status> {
+        self.inner.get_index_info(r).await
+    }
+
+    async fn evaluate(
+        &self,
+        r: Request<EvaluateRequest>,
+    ) -> Result<Response<pb::EvaluateResponse>, Status> {
+        let blinded: Vec<BlindedElement> = r
+            .get_ref()
+            .blinded_elements
+            .iter()
+            .map(|b| BlindedElement::from_bytes(b).expect("valid"))
+            .collect();
+        let mut resp = self.inner.evaluate(r).await?.into_inner();
+        match self.lie {
+            Lie::OtherKey => {
+                let e = self
+                    .other
+                    .blind_evaluate(&blinded, &mut rand::rng())
+                    .expect("eval");
+                resp.evaluated_elements =
+                    e.elements.iter().map(|x| x.to_bytes().to_vec()).collect();
+                resp.proof = e.proof.expect("proof").to_bytes().to_vec();
+            }
+            Lie::TamperedProof => resp.proof[0] ^= 1,
+            Lie::SwappedElements => {
+                if resp.evaluated_elements.len() > 1 {
+                    resp.evaluated_elements.swap(0, 1);
+                }
+            }
+            Lie::DroppedElement => {
+                resp.evaluated_elements.pop();
+            }
+        }
+        Ok(Response::new(resp))
+    }
+
+    type GetBucketsStream = <Service as BreachCheck>::GetBucketsStream;
+
+    async fn get_buckets(
+        &self,
+        r: Request<GetBucketsRequest>,
+    ) -> Result<Response<Self::GetBucketsStream>, Status> {
+        self.inner.get_buckets(r).await
+    }
+}
+
+async fn check_against_liar(lie: Lie) -> Result<Vec<breachcheck_client::CheckResult>, ClientError> {
+    let f = fixture();
+    let served = Served::load(&f.index, &f.key, false).expect("load");
+    let state = Arc::new(AppState::new(served, open_config()));
+    let liar = Liar {
+        inner: Service::new(state),
+        lie,
+        other: ServerKey::random(Mode::Voprf, &mut rand::rng()),
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let h = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(BreachCheckServer::new(liar))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                async {
+                    let _ = rx.await;
+                },
+            ),
+    );
+    let client = client(&format!("http://{addr}")).await;
+    let batch: Vec<String> = f.members[..8]
+        .iter()
+        .chain(&f.non_members[..8])
+        .cloned()
+        .collect();
+    let r = client.check(&batch).await;
+    let _ = tx.send(());
+    let _ = h.await;
+    r
+}
+
+/// A server evaluating under another key than the one it presents is caught.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lying_server_with_another_key_fails_loudly() {
+    let r = check_against_liar(Lie::OtherKey).await;
+    assert!(matches!(r, Err(ClientError::ProofFailed { .. })), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lying_server_with_tampered_proof_fails_loudly() {
+    let r = check_against_liar(Lie::TamperedProof).await;
+    assert!(matches!(r, Err(ClientError::ProofFailed { .. })), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lying_server_with_swapped_elements_fails_loudly() {
+    let r = check_against_liar(Lie::SwappedElements).await;
+    assert!(matches!(r, Err(ClientError::ProofFailed { .. })), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lying_server_dropping_an_element_fails_loudly() {
+    let r = check_against_liar(Lie::DroppedElement).await;
+    assert!(
+        matches!(r, Err(ClientError::ResponseLength { .. })),
+        "{r:?}"
+    );
+}
+
+/// A pinned key that is not the server's is an error before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_key_mismatch_is_an_error() {
+    let server = start_fixture().await;
+    let other = ServerKey::random(Mode::Voprf, &mut rand::rng());
+    let r = Client::builder(server.url())
+        .pin_key(other.public_key().to_bytes())
+        .connect()
+        .await;
+    assert!(matches!(r, Err(ClientError::KeyMismatch { .. })), "{r:?}");
+    // The right pin connects.
+    let info = client(&server.url()).await.info();
+    let mut pk = [0u8; 32];
+    pk.copy_from_slice(&info.public_key);
+    assert!(
+        Client::builder(server.url())
+            .pin_key(pk)
+            .connect()
+            .await
+            .is_ok()
+    );
+    server.stop().await;
+}
+
+// --- availability, quotas, cache ------------------------------------------------------
+
+/// The client retries across a server restart on the same port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_retries_across_a_server_restart() {
+    let f = fixture();
+    let server = start_fixture().await;
+    let addr = server.addr;
+    let client = client(&server.url()).await;
+    server.stop().await;
+    let restart = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let listener = TcpListener::bind(addr).await.expect("rebind");
+        serve_on(listener, &f.index, &f.key, open_config()).await
+    });
+    let r = client
+        .check(&f.members[..20])
+        .await
+        .expect("check after restart");
+    assert!(r.iter().all(|r| r.found));
+    restart.await.expect("restart").stop().await;
+}
+
+/// RESOURCE_EXHAUSTED reaches the caller with the refill time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_quota_is_surfaced_with_refill_time() {
+    let f = fixture();
+    let (token, entry) = api_key(
+        "small",
+        Some(Quota {
+            elements_per_second: 1.0,
+            burst: 1000,
+            elements_per_day: 30,
+            bucket_bytes_per_day: 1 << 30,
+        }),
+    );
+    let config = Config {
+        api_keys: vec![entry],
+        ..Config::default()
+    };
+    let server = start(&f.index, &f.key, config).await;
+    let client = Client::builder(server.url())
+        .api_key(token)
+        .connect()
+        .await
+        .expect("connect");
+    assert!(client.check(&f.members[..30]).await.is_ok());
+    let r = client.check(&f.non_members[..5]).await;
+    match r {
+        Err(ClientError::QuotaExhausted {
+            message,
+            retry_after,
+        }) => {
+            assert!(message.contains("daily evaluation cap"), "{message}");
+            assert!(retry_after.is_some_and(|d| d <= Duration::from_secs(86_400)));
+        }
+        other => panic!("expected QuotaExhausted, got {other:?}"),
+    }
+    server.stop().await;
+}
+
+/// The bucket cache is reused, and replaced when the index id changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bucket_cache_is_reused_and_replaced_on_new_index() {
+    let f = fixture();
+    let cache = TempDir::new("cache");
+    let server = start_fixture().await;
+    let mk = || {
+        Client::builder(server.url())
+            .cache_dir(cache.path())
+            .connect()
+    };
+    let c1 = mk().await.expect("connect");
+    assert!(
+        c1.check(&f.members[..10])
+            .await
+            .expect("check")
+            .iter()
+            .all(|r| r.found)
+    );
+    let sent = || server.state.metrics.render();
+    let bytes_line = |m: String| {
+        m.lines()
+            .find(|l| l.starts_with("breachcheck_bucket_bytes_sent_total "))
+            .map(str::to_owned)
+    };
+    let before = bytes_line(sent());
+    let old_dir = cache.join(&hex::encode(c1.info().index_id));
+    assert!(std::fs::read_dir(&old_dir).expect("cache dir").count() > 0);
+    // A fresh client answers from the disk cache: no bucket bytes are sent.
+    let c2 = mk().await.expect("connect");
+    assert!(
+        c2.check(&f.members[..10])
+            .await
+            .expect("check")
+            .iter()
+            .all(|r| r.found)
+    );
+    assert_eq!(before, bytes_line(sent()));
+    // Swap in a different index with the same key: the cache moves.
+    let other = make_fixture("cache-other", 3000, "5eed", Some(2));
+    server
+        .state
+        .swap(Served::load(&other.index, &f.key, true).expect("load"));
+    let c3 = mk().await.expect("connect");
+    let r = c3.check(&other.members[..10]).await.expect("check");
+    assert!(r.iter().all(|r| r.found));
+    assert!(!old_dir.exists(), "stale cache kept");
+    assert!(cache.join(&hex::encode(c3.info().index_id)).exists());
+    server.stop().await;
+}
+
+/// A reload under concurrent load fails no request (the client refetches
+/// IndexInfo once on FAILED_PRECONDITION).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_under_concurrent_load_fails_no_request() {
+    let f = fixture();
+    let server = start_fixture().await;
+    let other = make_fixture("reload-other", 3000, "5eed", Some(3));
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let url = server.url();
+        let batch: Vec<String> = f.members[i * 100..i * 100 + 100].to_vec();
+        tasks.push(tokio::spawn(async move {
+            let c = client(&url).await;
+            let mut ok = 0;
+            for _ in 0..4 {
+                let r = c
+                    .check(&batch)
+                    .await
+                    .expect("no request may fail during a reload");
+                ok += r.len();
+            }
+            ok
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let state = server.state.clone();
+    let (oi, ok) = (other.index.clone(), f.key.clone());
+    tokio::task::spawn_blocking(move || state.reload(&oi, &ok))
+        .await
+        .expect("join")
+        .expect("reload");
+    for t in tasks {
+        assert_eq!(t.await.expect("task"), 400);
+    }
+    server.stop().await;
+}
+
+/// Shutdown waits for in-flight calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_in_flight_calls() {
+    let server = start_fixture().await;
+    let mut c = raw(&server.url()).await;
+    let info = c
+        .get_index_info(GetIndexInfoRequest {})
+        .await
+        .expect("info")
+        .into_inner();
+    let elems = blinded(4096);
+    let call = tokio::spawn(async move {
+        c.evaluate(EvaluateRequest {
+            index_id: info.index_id,
+            blinded_elements: elems,
+        })
+        .await
+    });
+    // Wait until the call is being handled, then shut down.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while server.state.metrics.in_flight() == 0 {
+        assert!(std::time::Instant::now() < deadline, "call never arrived");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let state = server.state.clone();
+    server.stop().await;
+    let r = call
+        .await
+        .expect("join")
+        .expect("in-flight call completes")
+        .into_inner();
+    assert_eq!(r.evaluated_elements.len(), 4096);
+    assert_eq!(state.metrics.in_flight(), 0);
+}
+
+// --- raw protocol: every status code -------------------------------------------
+
+async fn raw(url: &str) -> BreachCheckClient<tonic::transport::Channel> {
+    BreachCheckClient::connect(url.to_owned())
+        .await
+        .expect("connect")
+}
+
+fn blinded(n: usize) -> Vec<Vec<u8>> {
+    let inputs: Vec<String> = (0..n).map(|i| format!("+8613800{i:06}")).collect();
+    let (_, b) = oprf::blind_batch(Mode::Voprf, &inputs, &mut rand::rng()).expect("blind");
+    b.iter().map(|x| x.to_bytes().to_vec()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_status_code_is_produced() {
+    let f = fixture();
+    let (token, entry) = api_key(
+        "probe",
+        Some(Quota {
+            elements_per_second: 1.0,
+            burst: 100,
+            elements_per_day: 100,
+            bucket_bytes_per_day: 1 << 30,
+        }),
+    );
+    let config = Config {
+        api_keys: vec![entry],
+        max_batch: 64,
+        ..Config::default()
+    };
+    let server = start(&f.index, &f.key, config).await;
+    let mut c = raw(&server.url()).await;
+    let info = c
+        .get_index_info(GetIndexInfoRequest {})
+        .await
+        .expect("info")
+        .into_inner();
+    assert_eq!(info.suite, "ristretto255-SHA512");
+    assert_eq!(info.mode, 1);
+    assert_eq!(info.max_batch, 64);
+    let authed = |msg: EvaluateRequest, tok: &str| {
+        let mut r = Request::new(msg);
+        r.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {tok}").parse().expect("header"),
+        );
+        r
+    };
+    let ev = |elems: Vec<Vec<u8>>, id: Vec<u8>| EvaluateRequest {
+        index_id: id,
+        blinded_elements: elems,
+    };
+    let id = info.index_id.clone();
+
+    // UNAUTHENTICATED: none, and a wrong token.
+    let s = c.evaluate(ev(blinded(1), id.clone())).await.unwrap_err();
+    assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+    let s = c
+        .evaluate(authed(ev(blinded(1), id.clone()), "wrong"))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+    // INVALID_ARGUMENT names the element index: identity, short, non-canonical.
+    let mut elems = blinded(3);
+    elems[1] = vec![0u8; 32];
+    let s = c
+        .evaluate(authed(ev(elems, id.clone()), &token))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::InvalidArgument);
+    assert!(
+        s.message().contains("blinded_elements[1]"),
+        "{}",
+        s.message()
+    );
+    let mut elems = blinded(3);
+    elems[2].pop();
+    let s = c
+        .evaluate(authed(ev(elems, id.clone()), &token))
+        .await
+        .unwrap_err();
+    assert!(s.code() == Code::InvalidArgument && s.message().contains("blinded_elements[2]"));
+    let s = c
+        .evaluate(authed(ev(vec![vec![0xFF; 32]], id.clone()), &token))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::InvalidArgument);
+    // OUT_OF_RANGE above max_batch.
+    let s = c
+        .evaluate(authed(ev(blinded(65), id.clone()), &token))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::OutOfRange, "{s:?}");
+    // NOT_FOUND for an unknown index id.
+    let s = c
+        .evaluate(authed(ev(blinded(1), vec![9; 32]), &token))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::NotFound, "{s:?}");
+    // OK, then RESOURCE_EXHAUSTED past the daily cap, saying when it refills.
+    let ok = c
+        .evaluate(authed(ev(blinded(64), id.clone()), &token))
+        .await
+        .expect("evaluate")
+        .into_inner();
+    assert_eq!(ok.evaluated_elements.len(), 64);
+    assert_eq!(ok.proof.len(), 64);
+    let s = c
+        .evaluate(authed(ev(blinded(64), id.clone()), &token))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::ResourceExhausted);
+    assert!(s.message().contains("refills in"), "{}", s.message());
+    // GetBuckets: bad prefix bits and prefixes.
+    let gb = |j: u32, prefixes: Vec<u32>| {
+        let mut r = Request::new(GetBucketsRequest {
+            index_id: id.clone(),
+            prefix_bits: j,
+            prefixes,
+        });
+        r.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("header"),
+        );
+        r
+    };
+    let s = c
+        .get_buckets(gb(info.bucket_bits + 1, vec![0]))
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(s.code(), Code::InvalidArgument);
+    let s = c.get_buckets(gb(2, vec![4])).await.map(|_| ()).unwrap_err();
+    assert_eq!(s.code(), Code::InvalidArgument);
+    let s = c
+        .get_buckets(gb(2, vec![1, 1]))
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(s.code(), Code::InvalidArgument);
+    let mut stream = c
+        .get_buckets(gb(2, vec![1]))
+        .await
+        .expect("buckets")
+        .into_inner();
+    let mut got = Vec::new();
+    while let Some(chunk) = stream.message().await.expect("chunk") {
+        got.push(chunk.bucket);
+    }
+    assert_eq!(got, (4..8).collect::<Vec<u32>>());
+    // FAILED_PRECONDITION for the id of a replaced index.
+    let other = make_fixture("status-other", 2000, "5eed", Some(2));
+    server
+        .state
+        .swap(Served::load(&other.index, &f.key, true).expect("load"));
+    let s = c.get_buckets(gb(0, vec![])).await.map(|_| ()).unwrap_err();
+    assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}");
+    server.stop().await;
+}
+
+/// Every bucket payload of an index has the same length (padding).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bucket_payloads_all_have_one_size() {
+    let server = start_fixture().await;
+    let mut c = raw(&server.url()).await;
+    let info = c
+        .get_index_info(GetIndexInfoRequest {})
+        .await
+        .expect("info")
+        .into_inner();
+    let mut stream = c
+        .get_buckets(GetBucketsRequest {
+            index_id: info.index_id,
+            prefix_bits: 0,
+            prefixes: vec![],
+        })
+        .await
+        .expect("buckets")
+        .into_inner();
+    let mut sizes = std::collections::BTreeSet::new();
+    let mut n = 0;
+    while let Some(chunk) = stream.message().await.expect("chunk") {
+        sizes.insert(chunk.payload.len());
+        n += 1;
+    }
+    assert_eq!(n, 1 << info.bucket_bits);
+    assert_eq!(sizes.len(), 1, "{sizes:?}");
+    server.stop().await;
+}
+
+// --- operations ------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_serving_and_reflection_lists_the_service() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let server = start_fixture().await;
+    let channel = tonic::transport::Endpoint::from_shared(server.url())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut h = HealthClient::new(channel.clone());
+    let r = h
+        .check(HealthCheckRequest {
+            service: breachcheck_proto::SERVICE_NAME.into(),
+        })
+        .await
+        .expect("health")
+        .into_inner();
+    assert_eq!(
+        r.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let mut refl = ServerReflectionClient::new(channel);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut resp = refl
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let msg = resp.message().await.expect("msg").expect("some");
+    let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else {
+        panic!("unexpected reflection answer");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"breachcheck.v1.BreachCheck".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_string()),
+        "{names:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_elements_and_rejections() {
+    let f = fixture();
+    let server = start_fixture().await;
+    let c = client(&server.url()).await;
+    c.check(&f.members[..5]).await.expect("check");
+    let m = server.state.metrics.render();
+    assert!(
+        m.contains("breachcheck_requests_total{rpc=\"Evaluate\",code=\"OK\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("breachcheck_elements_evaluated_total 5"), "{m}");
+    assert!(
+        m.contains("breachcheck_request_duration_seconds_count{rpc=\"GetBuckets\"}"),
+        "{m}"
+    );
+    // Metrics never carry numbers.
+    assert!(!m.contains(&f.members[0][3..]));
+    server.stop().await;
+}
+
+mod binaries;
+mod index;
