@@ -304,6 +304,26 @@ impl Golomb {
     }
 
     fn decode(&self, r: &mut BitReader<'_>) -> Option<u64> {
+        // Fast path: the whole code lies in one 57-bit window, so one load
+        // and a trailing-zero count decode it.
+        if self.b > 0 && r.remaining() >= 64 {
+            let w = r.peek64();
+            let tz = w.trailing_zeros();
+            if tz + self.b < 57 {
+                let after = w >> (tz + 1);
+                let x = after & ((1u64 << (self.b - 1)) - 1);
+                let (rem, used) = if x < self.u {
+                    (x, tz + self.b)
+                } else {
+                    (
+                        (((x << 1) | ((after >> (self.b - 1)) & 1)) - self.u),
+                        tz + 1 + self.b,
+                    )
+                };
+                r.pos += used as usize;
+                return u64::from(tz).checked_mul(self.m)?.checked_add(rem);
+            }
+        }
         let q = r.read_unary()?;
         if self.b == 0 {
             return q.checked_mul(self.m);
