@@ -596,17 +596,16 @@ impl Report {
         let _ = writeln!(s, "## How cost grows\n");
         let _ = writeln!(
             s,
-            "* **Server, per check of M numbers:** M scalar multiplications (≈ {:.1} µs each here, ratio {:.2} to the floor) plus one batched proof per {} numbers; \
+            "* **Server, per check of M numbers:** M scalar multiplications (≈ {:.1} µs each here, ratio {:.2} to the floor) plus one batched proof per 4,096 numbers; \
              bucket bytes sent are `prefixes × 2^(k−j) × payload`, independent of N per bucket since k grows with N.",
             self.server_elem,
-            self.server_elem / server_floor,
-            4096
+            self.server_elem / server_floor
         );
         let _ = writeln!(
             s,
             "* **Client:** ≈ {:.1} µs of CPU per number (≈ 2 scalar multiplications), plus the downloaded buckets: \
-             {} per bucket of a few thousand entries at ≈ 4.3 bytes per entry; with j = 0 the whole index (≈ 4.3 bytes × N).",
-            self.client_elem, "one payload"
+             one payload per bucket of a few thousand entries at ≈ 4.3 bytes per entry; with j = 0 the whole index (≈ 4.3 bytes × N).",
+            self.client_elem
         );
         let _ = writeln!(
             s,
