@@ -141,10 +141,11 @@ pub fn generate(
 pub fn non_members(members: &[String], count: usize, seed: u64) -> Vec<String> {
     let set: HashSet<&str> = members.iter().map(String::as_str).collect();
     let mut rng = SplitMix::new(seed ^ 0x005E_ED0F_0DD5);
+    let mut chosen = HashSet::with_capacity(count);
     let mut out = Vec::with_capacity(count);
     while out.len() < count {
         let n = format!("+86{}", cn_mobile(&mut rng));
-        if !set.contains(n.as_str()) && !out.contains(&n) {
+        if !set.contains(n.as_str()) && chosen.insert(n.clone()) {
             out.push(n);
         }
     }

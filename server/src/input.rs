@@ -212,6 +212,13 @@ pub fn read_numbers(
             },
         }
     };
+    // A dump without a header row: its first row is data.
+    if headers
+        .get(col)
+        .is_some_and(|h| PhoneNumber::parse(h, region).is_ok())
+    {
+        handle(&headers, &mut stats);
+    }
     for rec in &sample {
         handle(rec, &mut stats);
     }

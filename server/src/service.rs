@@ -246,33 +246,44 @@ impl Service {
                 "batch of {n} elements is above max_batch {max}"
             )));
         }
-        // Validate every element before any scalar multiplication.
-        let blinded = req
+        // Validate every element before any scalar multiplication: lengths
+        // here, decoding (one decompression each) on the rayon pool.
+        if let Some(i) = req
             .blinded_elements
             .iter()
-            .enumerate()
-            .map(|(i, b)| {
-                BlindedElement::from_bytes(b)
-                    .map_err(|e| Status::invalid_argument(format!("blinded_elements[{i}]: {e}")))
-            })
-            .collect::<Result<Vec<_>, Status>>()?;
+            .position(|b| b.len() != oprf::ELEMENT_LEN)
+        {
+            return Err(Status::invalid_argument(format!(
+                "blinded_elements[{i}]: {}",
+                breachcheck_proto::ProtocolError::InvalidElement
+            )));
+        }
+        let wire = req.blinded_elements;
+        let blinded = on_pool(move || {
+            wire.par_iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    BlindedElement::from_bytes(b).map_err(|e| {
+                        Status::invalid_argument(format!("blinded_elements[{i}]: {e}"))
+                    })
+                })
+                .collect::<Result<Vec<_>, Status>>()
+        })
+        .await??;
         state.charge(&caller, state.quotas.charge_elements(&caller, n as u64))?;
-        // The multiplications run on the rayon pool, never on the runtime.
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        // The multiplications run on the rayon pool too, never on the runtime.
         let key_holder = served.clone();
-        rayon::spawn(move || {
+        let (elements, proof) = on_pool(move || {
             let key = &key_holder.key;
             let elements: Vec<_> = blinded
                 .par_chunks(64)
                 .flat_map_iter(|c| key.blind_evaluate_elements(c))
                 .collect();
-            let proof = key.generate_proof(&blinded, &elements, &mut rand::rng());
-            let _ = tx.send(proof.map(|p| (elements, p)));
-        });
-        let (elements, proof) = rx
-            .await
-            .map_err(|_| Status::internal("internal error"))?
-            .map_err(crate::ServerError::from)?;
+            key.generate_proof(&blinded, &elements, &mut rand::rng())
+                .map(|p| (elements, p))
+        })
+        .await?
+        .map_err(crate::ServerError::from)?;
         state.metrics.add_elements(n as u64);
         tracing::debug!(api_key = %caller.name, elements = n, "evaluated batch");
         Ok(EvaluateResponse {
@@ -342,6 +353,15 @@ impl Service {
             });
         Ok(Box::pin(tokio_stream::iter(chunks)))
     }
+}
+
+/// Runs `f` on the rayon pool and awaits its result.
+async fn on_pool<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Status> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    rayon::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.await.map_err(|_| Status::internal("internal error"))
 }
 
 type BucketStream = Pin<Box<dyn Stream<Item = Result<BucketChunk, Status>> + Send>>;

@@ -693,6 +693,56 @@ async fn health_reports_serving_and_reflection_lists_the_service() {
     server.stop().await;
 }
 
+/// TLS (rustls): a check over https with a pinned CA works; plaintext to the
+/// TLS port does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_round_trip_and_plaintext_is_refused() {
+    use tonic::transport::{Identity, ServerTlsConfig};
+    let f = fixture();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .expect("cert");
+    let cert_pem = ck.cert.pem();
+    let key_pem = ck.signing_key.serialize_pem();
+    let tls = ServerTlsConfig::new().identity(Identity::from_pem(&cert_pem, &key_pem));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let state = Arc::new(AppState::new(
+        Served::load(&f.index, &f.key, false).expect("load"),
+        open_config(),
+    ));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let h = tokio::spawn(breachcheck_server::serve(
+        listener,
+        state,
+        Some(tls),
+        async {
+            let _ = rx.await;
+        },
+    ));
+    let c = Client::builder(format!("https://localhost:{port}"))
+        .ca_pem(cert_pem.clone())
+        .connect()
+        .await
+        .expect("TLS connect");
+    let r = c.check(&f.members[..5]).await.expect("check over TLS");
+    assert!(r.iter().all(|r| r.found));
+    // Without the CA the certificate is not trusted.
+    let untrusted = Client::builder(format!("https://localhost:{port}"))
+        .retries(0)
+        .connect()
+        .await;
+    assert!(untrusted.is_err());
+    // Plaintext against the TLS port fails.
+    let plain = Client::builder(format!("http://127.0.0.1:{port}"))
+        .retries(0)
+        .connect()
+        .await;
+    assert!(plain.is_err());
+    let _ = tx.send(());
+    h.await.expect("join").expect("serve");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_requests_elements_and_rejections() {
     let f = fixture();

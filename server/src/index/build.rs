@@ -467,7 +467,7 @@ pub fn build_index(key: &ServerKey, out: &Path, opts: &BuildOptions) -> Result<B
     let k = opts
         .bucket_bits
         .unwrap_or_else(|| choose_bucket_bits(&hist, distinct));
-    let counts = bucket_counts(&hist, k, distinct, &mut evaluated)?;
+    let counts = bucket_counts(&hist, k, &mut evaluated)?;
     let p = counts.iter().copied().max().unwrap_or(0).max(1);
     let f = fingerprint_bits_for(p);
     let padding_key = blake3::derive_key("breachcheck v1 padding", &*key.to_secret_bytes());
@@ -596,7 +596,7 @@ pub fn build_index(key: &ServerKey, out: &Path, opts: &BuildOptions) -> Result<B
 
 /// Real entries per k-bucket, from the histogram when `k ≤ HIST_BITS`, else
 /// by a pass over the evaluated records (which stay where they are).
-fn bucket_counts(hist: &[u32], k: u32, _distinct: u64, spill: &mut Spill) -> Result<Vec<u32>> {
+fn bucket_counts(hist: &[u32], k: u32, spill: &mut Spill) -> Result<Vec<u32>> {
     if k <= HIST_BITS {
         let per = 1usize << (HIST_BITS - k);
         return Ok(hist.chunks(per).map(|c| c.iter().sum()).collect());
@@ -615,14 +615,15 @@ fn bucket_counts(hist: &[u32], k: u32, _distinct: u64, spill: &mut Spill) -> Res
 }
 
 /// Chooses k: among the k whose mean bucket holds 1,024 to 16,384 entries ("a
-/// few thousand"), the one with the smallest estimated file. The estimate is
-/// exact about padding (from the histogram) and models a Golomb code at
+/// few thousand"), the one with the smallest estimated file; 0 for a corpus
+/// too small for any (under 1,024 numbers). The estimate is exact about
+/// padding (from the histogram) and models a Golomb code at
 /// `log2(2^f / P) + 1.5` bits per entry.
 pub fn choose_bucket_bits(hist: &[u32], distinct: u64) -> u32 {
     let mut best: Option<(f64, u32)> = None;
     for k in 0..=AUTO_MAX_BITS {
         let mean = distinct as f64 / (1u64 << k) as f64;
-        if k > 0 && !(1024.0..=16384.0).contains(&mean) {
+        if !(1024.0..=16384.0).contains(&mean) {
             continue;
         }
         let per = 1usize << (HIST_BITS - k);

@@ -66,10 +66,26 @@ fn main() {
         backend: backend(),
         ..Report::default()
     };
-    eprintln!("bench: primitive floors");
-    floors(&mut r);
-    eprintln!("bench: in-process protocol costs");
-    protocol(&mut r);
+    // Floors and protocol costs are measured in interleaved rounds and the
+    // fastest round of each is kept: on a noisy shared machine the minimum is
+    // the stable statistic, and interleaving exposes both to the same load.
+    eprintln!("bench: primitive floors and in-process protocol costs (5 interleaved rounds)");
+    for f in [
+        &mut r.smul,
+        &mut r.decompress,
+        &mut r.h2g,
+        &mut r.sha512,
+        &mut r.server_elem,
+        &mut r.server_elem_par,
+        &mut r.client_elem,
+        &mut r.evaluate_elem,
+    ] {
+        *f = f64::INFINITY;
+    }
+    for _ in 0..5 {
+        floors(&mut r);
+        protocol(&mut r);
+    }
     let dir = std::env::temp_dir().join(format!("breachcheck-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     eprintln!("bench: index build, N = {n}");
@@ -102,6 +118,16 @@ struct Report {
     evaluate_elem: f64,
     build: Option<BuildFig>,
     e2e: Vec<E2e>,
+    grpc: Option<GrpcFig>,
+}
+
+struct GrpcFig {
+    evaluate_rate: f64,
+    p50_1: f64,
+    p99_1: f64,
+    p50_1024: f64,
+    p99_1024: f64,
+    buckets_mb_s: f64,
 }
 
 struct BuildFig {
@@ -146,22 +172,25 @@ fn floors(r: &mut Report) {
     let s = Scalar::random(&mut rng);
     let c = p.compress();
     let u = [7u8; 64];
-    let budget = Duration::from_secs(2);
-    r.smul = time_us(budget, || {
+    let budget = Duration::from_millis(500);
+    let smul = time_us(budget, || {
         std::hint::black_box(std::hint::black_box(p) * std::hint::black_box(s));
     });
-    r.decompress = time_us(budget, || {
+    let decompress = time_us(budget, || {
         std::hint::black_box(std::hint::black_box(c).decompress());
     });
     let msg = [1u8; 58];
-    r.sha512 = time_us(budget, || {
+    let sha512 = time_us(budget, || {
         std::hint::black_box(sha2::Sha512::digest(std::hint::black_box(msg)));
     });
     // hash-to-group = expand_message_xmd (about 3 SHA-512 blocks) + from_uniform_bytes.
     let fub = time_us(budget, || {
         std::hint::black_box(RistrettoPoint::from_uniform_bytes(std::hint::black_box(&u)));
     });
-    r.h2g = fub + 3.0 * r.sha512;
+    r.smul = r.smul.min(smul);
+    r.decompress = r.decompress.min(decompress);
+    r.sha512 = r.sha512.min(sha512);
+    r.h2g = r.h2g.min(fub + 3.0 * sha512);
 }
 
 fn protocol(r: &mut Report) {
@@ -170,8 +199,8 @@ fn protocol(r: &mut Report) {
     let inputs: Vec<String> = (0..1024).map(|i| format!("+86138{i:08}")).collect();
     let (_, blinded) = oprf::blind_batch(Mode::Voprf, &inputs, &mut rng).unwrap();
     let wire: Vec<[u8; 32]> = blinded.iter().map(|b| b.to_bytes()).collect();
-    let budget = Duration::from_secs(4);
-    r.server_elem = time_us(budget, || {
+    let budget = Duration::from_millis(800);
+    let server_elem = time_us(budget, || {
         let d: Vec<BlindedElement> = wire
             .iter()
             .map(|w| BlindedElement::from_bytes(w).unwrap())
@@ -180,7 +209,7 @@ fn protocol(r: &mut Report) {
         std::hint::black_box(e.elements.iter().map(|x| x.to_bytes()).collect::<Vec<_>>());
     }) / 1024.0;
     // The server's own path: the batch spread over the rayon pool.
-    r.server_elem_par = time_us(budget, || {
+    let server_elem_par = time_us(budget, || {
         use rayon::prelude::*;
         let d: Vec<BlindedElement> = wire
             .par_iter()
@@ -195,7 +224,7 @@ fn protocol(r: &mut Report) {
     let eval = key.blind_evaluate(&blinded, &mut rng).unwrap();
     let ev_wire: Vec<[u8; 32]> = eval.elements.iter().map(|e| e.to_bytes()).collect();
     let proof = eval.proof.unwrap();
-    r.client_elem = time_us(budget, || {
+    let client_elem = time_us(budget, || {
         let (blinds, b) = oprf::blind_batch(Mode::Voprf, &inputs, &mut rand::rng()).unwrap();
         std::hint::black_box(&b);
         let e: Vec<EvaluatedElement> = ev_wire
@@ -213,9 +242,13 @@ fn protocol(r: &mut Report) {
             Some((key.public_key(), &proof)),
         );
     }) / 1024.0;
-    r.evaluate_elem = time_us(budget, || {
+    let evaluate_elem = time_us(budget, || {
         std::hint::black_box(key.evaluate_batch(&inputs).unwrap());
     }) / 1024.0;
+    r.server_elem = r.server_elem.min(server_elem);
+    r.server_elem_par = r.server_elem_par.min(server_elem_par);
+    r.client_elem = r.client_elem.min(client_elem);
+    r.evaluate_elem = r.evaluate_elem.min(evaluate_elem);
 }
 
 /// (user + system) CPU seconds of a process, from /proc.
@@ -432,8 +465,94 @@ fn end_to_end(r: &mut Report, bin: &Path, dir: &Path, ms: &[u64]) {
             });
         }
     }
+    eprintln!("bench: gRPC throughput and latency");
+    r.grpc = Some(grpc_figures(&addr));
     let _ = server.kill();
     let _ = server.wait();
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Evaluate throughput with the batch spread over the server's cores, p50/p99
+/// latency of single calls, and whole-index GetBuckets throughput.
+fn grpc_figures(addr: &str) -> GrpcFig {
+    use breachcheck_proto::pb::breach_check_client::BreachCheckClient;
+    use breachcheck_proto::pb::{EvaluateRequest, GetBucketsRequest, GetIndexInfoRequest};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = BreachCheckClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap()
+            .max_decoding_message_size(1 << 30);
+        let info = c
+            .get_index_info(GetIndexInfoRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let inputs: Vec<String> = (0..1024).map(|i| format!("+86139{i:08}")).collect();
+        let (_, blinded) = oprf::blind_batch(Mode::Voprf, &inputs, &mut rand::rng()).unwrap();
+        let wire: Vec<Vec<u8>> = blinded.iter().map(|b| b.to_bytes().to_vec()).collect();
+        let req = |n: usize| EvaluateRequest {
+            index_id: info.index_id.clone(),
+            blinded_elements: wire[..n].to_vec(),
+        };
+        let lat = |n: usize, count: usize| {
+            let mut c = c.clone();
+            let req = req(n);
+            async move {
+                let mut v = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let t = Instant::now();
+                    c.evaluate(req.clone()).await.unwrap();
+                    v.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+                v
+            }
+        };
+        let mut l1 = lat(1, 400).await;
+        let mut l1024 = lat(1024, 30).await;
+        // Throughput: two calls in flight so both cores stay busy.
+        let start = Instant::now();
+        let mut done = 0usize;
+        while start.elapsed() < Duration::from_secs(6) {
+            let (mut c1, mut c2) = (c.clone(), c.clone());
+            let (a, b) = tokio::join!(c1.evaluate(req(1024)), c2.evaluate(req(1024)));
+            a.unwrap();
+            b.unwrap();
+            done += 2048;
+        }
+        let evaluate_rate = done as f64 / start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        let mut bytes = 0usize;
+        let mut rounds = 0;
+        while rounds < 3 || start.elapsed() < Duration::from_secs(2) {
+            let mut s = c
+                .get_buckets(GetBucketsRequest {
+                    index_id: info.index_id.clone(),
+                    prefix_bits: 0,
+                    prefixes: vec![],
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            while let Some(chunk) = s.message().await.unwrap() {
+                bytes += chunk.payload.len();
+            }
+            rounds += 1;
+        }
+        let buckets_mb_s = bytes as f64 / 1e6 / start.elapsed().as_secs_f64();
+        GrpcFig {
+            evaluate_rate,
+            p50_1: percentile(&mut l1, 0.5),
+            p99_1: percentile(&mut l1, 0.99),
+            p50_1024: percentile(&mut l1024, 0.5),
+            p99_1024: percentile(&mut l1024, 0.99),
+            buckets_mb_s,
+        }
+    })
 }
 
 fn backend() -> &'static str {
@@ -555,6 +674,32 @@ impl Report {
                  (the per-entry work is constant; memory stays under `--memory-limit` by spilling partitions to disk), \
                  and about {:.2} GB of index.\n",
                 538e6 * b.bytes_per_entry / 1e9
+            );
+        }
+        if let Some(g) = &self.grpc {
+            let in_process = 1e6 / self.server_elem_par;
+            let _ = writeln!(s, "## gRPC server over loopback (`serve`, release)\n");
+            let _ = writeln!(s, "| what | figure |\n|---|---|");
+            let _ = writeln!(
+                s,
+                "| Evaluate throughput, batches of 1,024, two calls in flight | {:.0} elements/s = **{:.3}** × the in-process batch BlindEvaluate rate on all cores ({in_process:.0}/s; target ≥ 0.8) |",
+                g.evaluate_rate,
+                g.evaluate_rate / in_process
+            );
+            let _ = writeln!(
+                s,
+                "| Evaluate latency, batch of 1 | p50 {:.2} ms, p99 {:.2} ms |",
+                g.p50_1, g.p99_1
+            );
+            let _ = writeln!(
+                s,
+                "| Evaluate latency, batch of 1,024 | p50 {:.1} ms, p99 {:.1} ms |",
+                g.p50_1024, g.p99_1024
+            );
+            let _ = writeln!(
+                s,
+                "| GetBuckets, whole index streamed from the map | {:.0} MB/s |\n",
+                g.buckets_mb_s
             );
         }
         let _ = writeln!(

@@ -59,8 +59,15 @@ fn every_input_format_builds_the_same_index() {
         zstd::encode_all(std::fs::read(&csv).expect("r").as_slice(), 3).expect("zstd"),
     )
     .expect("w");
+    // A CSV without a header row: its first row is data too.
+    let bare = dir.join("f.csv");
+    let mut body = String::new();
+    for (i, n) in nums.iter().enumerate() {
+        body.push_str(&format!("{i},{n}\n"));
+    }
+    std::fs::write(&bare, &body).expect("w");
     let mut outputs = Vec::new();
-    for (i, input) in [lines, csv, tsv, gz, zst].into_iter().enumerate() {
+    for (i, input) in [lines, csv, tsv, gz, zst, bare].into_iter().enumerate() {
         let out = dir.join(&format!("{i}.idx"));
         outputs.push(build(&options(vec![input], Some(3)), &out));
     }
