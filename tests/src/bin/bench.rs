@@ -159,7 +159,11 @@ fn paired(rounds: usize, mut floor: impl FnMut(), mut target: impl FnMut()) -> (
         ts.push(g);
         rs.push(g / f);
     }
-    (percentile(&mut fs, 0.5), percentile(&mut ts, 0.5), percentile(&mut rs, 0.5))
+    (
+        percentile(&mut fs, 0.5),
+        percentile(&mut ts, 0.5),
+        percentile(&mut rs, 0.5),
+    )
 }
 
 /// expand_message_xmd + from_uniform_bytes, the RFC's HashToGroup, written
@@ -189,8 +193,10 @@ fn protocol(r: &mut Report) {
     let inputs: Vec<String> = (0..1024).map(|i| format!("+86138{i:08}")).collect();
     let (_, blinded) = oprf::blind_batch(Mode::Voprf, &inputs, &mut rng).unwrap();
     let wire: Vec<[u8; 32]> = blinded.iter().map(|b| b.to_bytes()).collect();
-    let compressed: Vec<curve25519_dalek::ristretto::CompressedRistretto> =
-        wire.iter().map(|w| curve25519_dalek::ristretto::CompressedRistretto(*w)).collect();
+    let compressed: Vec<curve25519_dalek::ristretto::CompressedRistretto> = wire
+        .iter()
+        .map(|w| curve25519_dalek::ristretto::CompressedRistretto(*w))
+        .collect();
     let s = Scalar::random(&mut rng);
     let rounds = 25;
 
@@ -203,7 +209,10 @@ fn protocol(r: &mut Report) {
             }
         },
         || {
-            let d: Vec<BlindedElement> = wire.iter().map(|w| BlindedElement::from_bytes(w).unwrap()).collect();
+            let d: Vec<BlindedElement> = wire
+                .iter()
+                .map(|w| BlindedElement::from_bytes(w).unwrap())
+                .collect();
             let e = key.blind_evaluate(&d, &mut rand::rng()).unwrap();
             black_box(e.elements.iter().map(|x| x.to_bytes()).collect::<Vec<_>>());
         },
@@ -228,10 +237,20 @@ fn protocol(r: &mut Report) {
         || {
             let (blinds, b) = oprf::blind_batch(Mode::Voprf, &inputs, &mut rand::rng()).unwrap();
             black_box(&b);
-            let e: Vec<EvaluatedElement> = ev_wire.iter().map(|w| EvaluatedElement::from_bytes(w).unwrap()).collect();
+            let e: Vec<EvaluatedElement> = ev_wire
+                .iter()
+                .map(|w| EvaluatedElement::from_bytes(w).unwrap())
+                .collect();
             // Verification and unblinding against the real evaluation of these
             // inputs (the fresh blinds above only time the blinding step).
-            let _ = black_box(oprf::finalize(Mode::Voprf, &inputs, &blinds, &blinded, &e, Some((key.public_key(), &proof))));
+            let _ = black_box(oprf::finalize(
+                Mode::Voprf,
+                &inputs,
+                &blinds,
+                &blinded,
+                &e,
+                Some((key.public_key(), &proof)),
+            ));
         },
     );
     r.client_floor = client_floor;
@@ -262,8 +281,14 @@ fn protocol(r: &mut Report) {
         || {},
         || {
             use rayon::prelude::*;
-            let d: Vec<BlindedElement> = wire.par_iter().map(|w| BlindedElement::from_bytes(w).unwrap()).collect();
-            let e: Vec<EvaluatedElement> = d.par_chunks(64).flat_map_iter(|c| key.blind_evaluate_elements(c)).collect();
+            let d: Vec<BlindedElement> = wire
+                .par_iter()
+                .map(|w| BlindedElement::from_bytes(w).unwrap())
+                .collect();
+            let e: Vec<EvaluatedElement> = d
+                .par_chunks(64)
+                .flat_map_iter(|c| key.blind_evaluate_elements(c))
+                .collect();
             black_box(key.generate_proof(&d, &e, &mut rand::rng()).unwrap());
         },
     );
@@ -684,8 +709,7 @@ impl Report {
         let _ = writeln!(
             s,
             "| server: decode + BlindEvaluate + batched proof + encode, 1 thread | {:.2} | decompress + scalar mult = {server_floor:.2} | **{:.3}** | ≤ 1.15 |",
-            self.server_elem,
-            self.server_ratio
+            self.server_elem, self.server_ratio
         );
         let _ = writeln!(
             s,
@@ -698,14 +722,12 @@ impl Report {
         let _ = writeln!(
             s,
             "| client: Blind + decode + verify + Finalize, 1 thread | {:.2} | h2g + 2 scalar mult + decompress = {client_floor:.2} | **{:.3}** | ≤ 1.2 |",
-            self.client_elem,
-            self.client_ratio
+            self.client_elem, self.client_ratio
         );
         let _ = writeln!(
             s,
             "| index: Evaluate (h2g + mult + batch compress + SHA-512), 1 thread | {:.2} | h2g + scalar mult + SHA-512 = {item_floor:.2} | **{:.3}** | |\n",
-            self.evaluate_elem,
-            self.evaluate_ratio
+            self.evaluate_elem, self.evaluate_ratio
         );
         if let Some(b) = &self.build {
             let limit = self.cores as f64 * 1e6 / item_floor;
