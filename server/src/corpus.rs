@@ -67,8 +67,9 @@ pub struct CorpusSummary {
     pub distinct: u64,
 }
 
-/// Writes `count` rows. Returns the canonical members (all distinct valid
-/// numbers, in first-seen order) and a summary.
+/// Writes `count` rows, none of whose numbers is in `exclude` (canonical
+/// E.164). Returns the canonical members (all distinct valid numbers, in
+/// first-seen order) and a summary.
 ///
 /// # Errors
 ///
@@ -78,6 +79,7 @@ pub fn generate(
     count: u64,
     seed: u64,
     format: CorpusFormat,
+    exclude: &[&str],
 ) -> std::io::Result<(Vec<String>, CorpusSummary)> {
     let mut rng = SplitMix::new(seed);
     let mut seen = HashSet::new();
@@ -114,6 +116,12 @@ pub fn generate(
                 _ => n,
             }
         };
+        let mut cell = cell;
+        while PhoneNumber::parse(&cell, Some(Region::cn()))
+            .is_ok_and(|p| exclude.contains(&p.as_str()))
+        {
+            cell = cn_mobile(&mut rng);
+        }
         summary.rows += 1;
         if let Ok(p) = PhoneNumber::parse(&cell, Some(Region::cn())) {
             summary.valid += 1;

@@ -47,7 +47,16 @@ pub(crate) async fn run(
         let dump = dir.join("dump.csv");
         {
             let mut w = std::io::BufWriter::new(std::fs::File::create(&dump)?);
-            corpus::generate(&mut w, count, 2020, corpus::CorpusFormat::Csv)?;
+            let clean: Vec<String> = DEMO_CLEAN
+                .iter()
+                .filter_map(|n| {
+                    breachcheck_proto::PhoneNumber::parse(n, breachcheck_proto::Region::parse("CN"))
+                        .ok()
+                })
+                .map(|p| p.as_str().to_owned())
+                .collect();
+            let clean: Vec<&str> = clean.iter().map(String::as_str).collect();
+            corpus::generate(&mut w, count, 2020, corpus::CorpusFormat::Csv, &clean)?;
             // The documented known-leaked numbers, in dump style.
             for (i, n) in DEMO_LEAKED.iter().enumerate() {
                 writeln!(w, "{},{n}", 9_000_000_000u64 + i as u64)?;

@@ -276,7 +276,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     File::create(&out).with_context(|| format!("creating {}", out.display()))?,
                 ))
             };
-            let (list, summary) = corpus::generate(&mut w, count, seed, format)?;
+            let (list, summary) = corpus::generate(&mut w, count, seed, format, &[])?;
             w.flush()?;
             if let Some(path) = members {
                 write_lines(&path, &list)?;

@@ -358,8 +358,10 @@ pub fn build_index(key: &ServerKey, out: &Path, opts: &BuildOptions) -> Result<B
     let work = TempGuard::new(temp_root.join(format!(".{file_name}.build-{}", std::process::id())));
     fs::create_dir_all(&work.0).map_err(io_err(&work.0))?;
 
-    // Phase 1: read and partition. Half the budget for raw records.
-    let mut raw = Spill::new(&work.0, "raw", opts.memory_limit / 2);
+    // Phase 1: read and partition. A quarter of the budget each for raw and
+    // evaluated records: vectors grow by doubling, so their capacity can
+    // reach twice their length.
+    let mut raw = Spill::new(&work.0, "raw", opts.memory_limit / 4);
     let mut rows = RowStats::default();
     let reading = Progress::new(opts.progress, "reading", None);
     for input in &opts.inputs {
@@ -402,7 +404,7 @@ pub fn build_index(key: &ServerKey, out: &Path, opts: &BuildOptions) -> Result<B
     } else {
         opts.breaches.len().div_ceil(8) as u8
     };
-    let mut evaluated = Spill::new(&work.0, "eval", opts.memory_limit / 2);
+    let mut evaluated = Spill::new(&work.0, "eval", opts.memory_limit / 4);
     let mut hist = vec![0u32; 1 << HIST_BITS];
     let mut distinct = 0u64;
     let evaluating = Progress::new(opts.progress, "evaluating", Some(rows.valid));

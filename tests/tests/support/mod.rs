@@ -65,7 +65,7 @@ pub fn make_fixture(tag: &str, rows: u64, seed: &str, bucket_bits: Option<u32>) 
     let dump = dir.join("dump.csv");
     let mut f = std::io::BufWriter::new(std::fs::File::create(&dump).expect("dump"));
     let (members, _) =
-        corpus::generate(&mut f, rows, 7, corpus::CorpusFormat::Csv).expect("generate");
+        corpus::generate(&mut f, rows, 7, corpus::CorpusFormat::Csv, &[]).expect("generate");
     drop(f);
     let non_members = corpus::non_members(&members, 6000, 7);
     let k = key::key_from_seed(seed).expect("key");
