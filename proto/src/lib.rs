@@ -69,3 +69,76 @@ pub use phone::{PhoneError, PhoneNumber, Region};
 
 /// The fully-qualified gRPC service name.
 pub const SERVICE_NAME: &str = "breachcheck.v1.BreachCheck";
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::pb;
+
+    #[test]
+    fn descriptor_set_names_the_service_and_its_rpcs() {
+        let fds = pb::FILE_DESCRIPTOR_SET;
+        for needle in [
+            &b"breachcheck.v1"[..],
+            b"BreachCheck",
+            b"GetIndexInfo",
+            b"Evaluate",
+            b"GetBuckets",
+        ] {
+            assert!(fds.windows(needle.len()).any(|w| w == needle));
+        }
+    }
+
+    /// The field numbers are the wire contract of DESIGN.md: pin them.
+    #[test]
+    fn wire_field_numbers_match_the_contract() {
+        let req = pb::EvaluateRequest {
+            index_id: vec![1],
+            blinded_elements: vec![vec![2]],
+        };
+        assert_eq!(req.encode_to_vec(), [0x0a, 1, 1, 0x12, 1, 2]);
+        let resp = pb::EvaluateResponse {
+            evaluated_elements: vec![vec![3]],
+            proof: vec![4],
+        };
+        assert_eq!(resp.encode_to_vec(), [0x0a, 1, 3, 0x12, 1, 4]);
+        let gb = pb::GetBucketsRequest {
+            index_id: vec![5],
+            prefix_bits: 6,
+            prefixes: vec![7],
+        };
+        assert_eq!(gb.encode_to_vec(), [0x0a, 1, 5, 0x10, 6, 0x1a, 1, 7]);
+        let chunk = pb::BucketChunk {
+            bucket: 8,
+            payload: vec![9].into(),
+        };
+        assert_eq!(chunk.encode_to_vec(), [0x08, 8, 0x12, 1, 9]);
+        let info = pb::IndexInfo {
+            suite: "s".into(),
+            mode: 1,
+            public_key: vec![2],
+            index_id: vec![3],
+            bucket_bits: 4,
+            fingerprint_bits: 5,
+            entry_count: 6,
+            breaches: vec![pb::Breach {
+                id: "i".into(),
+                name: "n".into(),
+                date: "d".into(),
+                description: "x".into(),
+                data_classes: vec!["c".into()],
+            }],
+            max_batch: 9,
+            min_prefix_bits: 10,
+        };
+        assert_eq!(
+            info.encode_to_vec(),
+            [
+                0x0a, 1, b's', 0x10, 1, 0x1a, 1, 2, 0x22, 1, 3, 0x28, 4, 0x30, 5, 0x38, 6, 0x42,
+                15, 0x0a, 1, b'i', 0x12, 1, b'n', 0x1a, 1, b'd', 0x22, 1, b'x', 0x2a, 1, b'c',
+                0x48, 9, 0x50, 10
+            ]
+        );
+    }
+}
