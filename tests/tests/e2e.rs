@@ -541,6 +541,12 @@ async fn every_status_code_is_produced() {
         .await
         .unwrap_err();
     assert_eq!(s.code(), Code::OutOfRange, "{s:?}");
+    // Far above: refused by the message size limit before decoding, same code.
+    let s = c
+        .evaluate(authed(ev(blinded(3000), id.clone()), &token))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::OutOfRange, "{s:?}");
     // NOT_FOUND for an unknown index id.
     let s = c
         .evaluate(authed(ev(blinded(1), vec![9; 32]), &token))
