@@ -772,3 +772,20 @@ async fn metrics_count_requests_elements_and_rejections() {
 
 mod binaries;
 mod index;
+
+/// An empty index_id means the current index (the proof still binds the key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_index_id_means_the_current_index() {
+    let server = start_fixture().await;
+    let mut c = raw(&server.url()).await;
+    let r = c
+        .evaluate(EvaluateRequest {
+            index_id: vec![],
+            blinded_elements: blinded(3),
+        })
+        .await
+        .expect("evaluate")
+        .into_inner();
+    assert_eq!(r.evaluated_elements.len(), 3);
+    server.stop().await;
+}
