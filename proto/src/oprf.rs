@@ -221,26 +221,23 @@ impl Element {
     /// Every scalar is treated as secret (constant-time multiplication).
     fn mul_batch(scalars: &[Scalar], points: &[RistrettoPoint]) -> Vec<Element> {
         let half = *HALF;
-        let halves: Vec<RistrettoPoint> = scalars
-            .iter()
-            .zip(points)
-            .map(|(s, p)| p * (s * half))
-            .collect();
-        let encoded = RistrettoPoint::double_and_compress_batch(&halves);
-        halves
-            .iter()
-            .zip(encoded)
-            .map(|(h, c)| Element {
-                point: h + h,
-                bytes: c.to_bytes(),
-            })
-            .collect()
+        Self::doubled(
+            scalars
+                .iter()
+                .zip(points)
+                .map(|(s, p)| p * (s * half))
+                .collect(),
+        )
     }
 
     /// Like [`Element::mul_batch`] with one scalar for all points.
     fn mul_batch_same(scalar: &Scalar, points: &[RistrettoPoint]) -> Vec<Element> {
         let half = Zeroizing::new(scalar * *HALF);
-        let halves: Vec<RistrettoPoint> = points.iter().map(|p| p * *half).collect();
+        Self::doubled(points.iter().map(|p| p * *half).collect())
+    }
+
+    /// The elements `2·h` for each `h`, encoded with one batch compression.
+    fn doubled(halves: Vec<RistrettoPoint>) -> Vec<Element> {
         let encoded = RistrettoPoint::double_and_compress_batch(&halves);
         halves
             .iter()
