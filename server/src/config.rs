@@ -45,6 +45,10 @@ pub struct Config {
     /// Accept calls without an API key, under the `anonymous` quota.
     #[serde(default)]
     pub allow_anonymous: bool,
+    /// Serve GetIndexInfo and GetBuckets only, without the key file (a
+    /// bucket replica that holds nothing usable without the key).
+    #[serde(default)]
+    pub buckets_only: bool,
     /// Quota for callers without a key (when allowed).
     #[serde(default = "Quota::anonymous")]
     pub anonymous: Quota,
@@ -133,6 +137,7 @@ impl Default for Config {
             min_prefix_bits: 0,
             max_prefixes: DEFAULT_MAX_PREFIXES,
             allow_anonymous: false,
+            buckets_only: false,
             anonymous: Quota::anonymous(),
             default_quota: Quota::default(),
             api_keys: Vec::new(),

@@ -150,6 +150,9 @@ struct ServeArgs {
     /// Skip the full-body hash check at start and reload.
     #[arg(long)]
     no_verify: bool,
+    /// Serve buckets only, without a key (Evaluate answers UNIMPLEMENTED).
+    #[arg(long)]
+    buckets_only: bool,
 }
 
 #[derive(clap::Args)]
@@ -548,19 +551,32 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.allow_anonymous {
         config.allow_anonymous = true;
     }
+    if args.buckets_only {
+        config.buckets_only = true;
+    }
     config.validate()?;
     let index_path = config
         .index
         .clone()
         .context("no index: give --index or `index` in the config")?;
-    let key_path = config
-        .key
-        .clone()
-        .context("no key: give --key or `key` in the config")?;
+    // A bucket-only replica never reads the key, even if one is configured.
+    let key_path = if config.buckets_only {
+        None
+    } else {
+        Some(
+            config
+                .key
+                .clone()
+                .context("no key: give --key or `key` in the config (or --buckets-only)")?,
+        )
+    };
     let verify = !args.no_verify;
     let served = tokio::task::spawn_blocking({
         let (i, k) = (index_path.clone(), key_path.clone());
-        move || Served::load(&i, &k, verify)
+        move || match k {
+            Some(k) => Served::load(&i, &k, verify),
+            None => Served::load_buckets_only(&i, verify),
+        }
     })
     .await??;
     let tls = match (&config.tls_cert, &config.tls_key) {
@@ -585,7 +601,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         entries = h.entry_count,
         bucket_bits = h.bucket_bits,
         index_id = %hex::encode(h.index_id),
-        public_key = %served.key.public_key().fingerprint(),
+        public_key = %served.index.public_key_fingerprint(),
+        buckets_only = served.key.is_none(),
         anonymous = config.allow_anonymous,
         api_keys = config.api_keys.len(),
         "index loaded"
@@ -614,7 +631,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
                 let (state, i, k) = (state.clone(), i.clone(), k.clone());
-                let r = tokio::task::spawn_blocking(move || state.reload(&i, &k)).await;
+                let r = tokio::task::spawn_blocking(move || state.reload(&i, k.as_deref())).await;
                 match r {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {

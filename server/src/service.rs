@@ -29,13 +29,14 @@ use crate::key::load_key;
 use crate::limits::{ApiKeys, AuthError, Caller, MemoryQuotas, QuotaStore};
 use crate::metrics::Metrics;
 
-/// An index and the key it was built with, served together.
+/// An index and the key it was built with, served together. A bucket-only
+/// replica has no key: it answers GetIndexInfo and GetBuckets only.
 #[derive(Debug)]
 pub struct Served {
     /// The mapped index.
     pub index: Index,
-    /// Its OPRF key.
-    pub key: ServerKey,
+    /// Its OPRF key (`None` on a bucket-only replica).
+    pub key: Option<ServerKey>,
 }
 
 impl Served {
@@ -51,7 +52,23 @@ impl Served {
         if verify_body {
             index.verify()?;
         }
-        Ok(Served { index, key })
+        Ok(Served {
+            index,
+            key: Some(key),
+        })
+    }
+
+    /// Loads an index without its key, for a bucket-only replica.
+    ///
+    /// # Errors
+    ///
+    /// Index errors.
+    pub fn load_buckets_only(index: &std::path::Path, verify_body: bool) -> Result<Self> {
+        let index = Index::open(index)?;
+        if verify_body {
+            index.verify()?;
+        }
+        Ok(Served { index, key: None })
     }
 }
 
@@ -116,17 +133,21 @@ impl AppState {
         self.metrics.reloaded();
     }
 
-    /// Reloads the index and key from the configured paths (SIGHUP).
+    /// Reloads the index and key from the configured paths (SIGHUP); without
+    /// a key path, as a bucket-only replica.
     ///
     /// # Errors
     ///
     /// Whatever loading fails with; the old pair stays served.
-    pub fn reload(&self, index: &std::path::Path, key: &std::path::Path) -> Result<()> {
-        let next = Served::load(index, key, true)?;
+    pub fn reload(&self, index: &std::path::Path, key: Option<&std::path::Path>) -> Result<()> {
+        let next = match key {
+            Some(key) => Served::load(index, key, true)?,
+            None => Served::load_buckets_only(index, true)?,
+        };
         tracing::info!(
             index = %index.display(),
             index_id = %hex::encode(next.index.index_id()),
-            public_key = %next.key.public_key().fingerprint(),
+            public_key = %next.index.public_key_fingerprint(),
             "reloaded index"
         );
         self.swap(next);
@@ -233,6 +254,11 @@ impl Service {
         let served = state.current();
         let req = req.into_inner();
         state.check_index_id(&served, &req.index_id)?;
+        if served.key.is_none() {
+            return Err(Status::unimplemented(
+                "this replica serves buckets only (it holds no key); send Evaluate to an evaluation server",
+            ));
+        }
         let n = req.blinded_elements.len();
         let max = state.config.max_batch as usize;
         if n == 0 {
@@ -271,7 +297,9 @@ impl Service {
         // The multiplications run on the rayon pool too, never on the runtime.
         let key_holder = served.clone();
         let (elements, proof) = on_pool(move || {
-            let key = &key_holder.key;
+            let Some(key) = key_holder.key.as_ref() else {
+                return Err(breachcheck_proto::ProtocolError::InvalidInput);
+            };
             let elements: Vec<_> = blinded
                 .par_chunks(64)
                 .flat_map_iter(|c| key.blind_evaluate_elements(c))

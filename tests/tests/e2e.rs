@@ -402,7 +402,7 @@ async fn reload_under_concurrent_load_fails_no_request() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let state = server.state.clone();
     let (oi, ok) = (other.index.clone(), f.key.clone());
-    tokio::task::spawn_blocking(move || state.reload(&oi, &ok))
+    tokio::task::spawn_blocking(move || state.reload(&oi, Some(&ok)))
         .await
         .expect("join")
         .expect("reload");
@@ -787,5 +787,48 @@ async fn empty_index_id_means_the_current_index() {
         .expect("evaluate")
         .into_inner();
     assert_eq!(r.evaluated_elements.len(), 3);
+    server.stop().await;
+}
+
+/// A bucket-only replica serves IndexInfo and buckets without the key and
+/// refuses Evaluate with UNIMPLEMENTED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bucket_only_replica_serves_buckets_without_the_key() {
+    let f = fixture();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let state = Arc::new(AppState::new(
+        Served::load_buckets_only(&f.index, true).expect("load"),
+        open_config(),
+    ));
+    let server = serve_state(listener, state).await;
+    let mut c = raw(&server.url()).await;
+    let info = c
+        .get_index_info(GetIndexInfoRequest {})
+        .await
+        .expect("info")
+        .into_inner();
+    assert_eq!(info.public_key.len(), 32);
+    let mut stream = c
+        .get_buckets(GetBucketsRequest {
+            index_id: info.index_id.clone(),
+            prefix_bits: 0,
+            prefixes: vec![],
+        })
+        .await
+        .expect("buckets")
+        .into_inner();
+    let mut n = 0;
+    while stream.message().await.expect("chunk").is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 1 << info.bucket_bits);
+    let s = c
+        .evaluate(EvaluateRequest {
+            index_id: info.index_id,
+            blinded_elements: blinded(2),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::Unimplemented, "{s:?}");
     server.stop().await;
 }
