@@ -723,8 +723,21 @@ impl Client {
         } else {
             prefixes.into_iter().collect()
         };
-        for group in prefixes.chunks(PREFIXES_PER_REQUEST) {
-            let fetched = self.get_buckets(info, j, group).await?;
+        // Requests of up to PREFIXES_PER_REQUEST prefixes; a server with a
+        // lower `max_prefixes` answers OUT_OF_RANGE, and the size is halved.
+        let mut per_request = PREFIXES_PER_REQUEST;
+        let mut rest: &[u32] = &prefixes;
+        while !rest.is_empty() {
+            let (group, tail) = rest.split_at(per_request.min(rest.len()));
+            let fetched = match self.get_buckets(info, j, group).await {
+                Ok(f) => f,
+                Err(ClientError::Rpc(s)) if s.code() == Code::OutOfRange && per_request > 1 => {
+                    per_request /= 2;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            rest = tail;
             for (b, bytes) in fetched {
                 let p = OwnedPayload::decode(b, &bytes, info.fingerprint_bits)?;
                 if let Some(dir) = &cache {

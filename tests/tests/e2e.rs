@@ -832,3 +832,21 @@ async fn bucket_only_replica_serves_buckets_without_the_key() {
     assert_eq!(s.code(), Code::Unimplemented, "{s:?}");
     server.stop().await;
 }
+
+/// A server with a low `max_prefixes` still answers a many-prefix check: the
+/// client splits its GetBuckets requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_adapts_to_a_low_prefix_limit() {
+    let f = make_fixture("prefix-limit", 6000, "5eed", Some(5));
+    let config = Config {
+        max_prefixes: 3,
+        ..open_config()
+    };
+    let server = start(&f.index, &f.key, config).await;
+    let c = client(&server.url()).await;
+    // Ten numbers touch fewer than half of the 32 buckets: fetched by prefix.
+    let batch: Vec<String> = f.members[..10].to_vec();
+    let r = c.check(&batch).await.expect("check");
+    assert!(r.iter().all(|r| r.found));
+    server.stop().await;
+}
