@@ -468,8 +468,12 @@ impl Client {
         let mut found: HashMap<PhoneNumber, (bool, Vec<BreachRef>)> = HashMap::new();
         if !distinct.is_empty() {
             let mut refreshed = false;
+            // Verified outputs survive an index replacement under the same
+            // (pinned) key, so a retry re-fetches buckets but does not spend
+            // quota on evaluating the same numbers again.
+            let mut outputs = None;
             loop {
-                match self.lookup(&distinct).await {
+                match self.lookup(&distinct, &mut outputs).await {
                     Ok(f) => {
                         found = f;
                         break;
@@ -515,6 +519,7 @@ impl Client {
     async fn lookup(
         &self,
         numbers: &[PhoneNumber],
+        outputs: &mut Option<Vec<oprf::Output>>,
     ) -> Result<HashMap<PhoneNumber, (bool, Vec<BreachRef>)>> {
         let info = self.info();
         let k = info.bucket_bits;
@@ -523,13 +528,29 @@ impl Client {
             .map(|n| bucket::bucket_value(n.as_bytes()))
             .collect();
         let needed: BTreeSet<u32> = values.iter().map(|&v| bucket::top_bits(v, k)).collect();
-        let (outputs, buckets) = tokio::join!(
-            self.evaluate_all(&info, numbers),
+        let (evaluated, buckets) = tokio::join!(
+            async {
+                match outputs.take() {
+                    Some(o) => Ok(o),
+                    None => self.evaluate_all(&info, numbers).await,
+                }
+            },
             self.fetch_buckets(&info, &needed)
         );
-        let (outputs, buckets) = (outputs?, buckets?);
+        let buckets = match (evaluated, buckets) {
+            (Ok(o), Ok(b)) => {
+                *outputs = Some(o);
+                b
+            }
+            (Ok(o), Err(e)) => {
+                *outputs = Some(o);
+                return Err(e);
+            }
+            (Err(e), _) => return Err(e),
+        };
+        let outputs = outputs.as_deref().unwrap_or_default();
         let mut result = HashMap::with_capacity(numbers.len());
-        for ((n, v), out) in numbers.iter().zip(&values).zip(&outputs) {
+        for ((n, v), out) in numbers.iter().zip(&values).zip(outputs.iter()) {
             let b = bucket::top_bits(*v, k);
             let payload = buckets.get(&b).ok_or_else(|| ClientError::BadBucket {
                 bucket: b,

@@ -850,3 +850,94 @@ async fn client_adapts_to_a_low_prefix_limit() {
     assert!(r.iter().all(|r| r.found));
     server.stop().await;
 }
+
+/// A server whose first GetBuckets says the index was replaced.
+struct FlakyBuckets {
+    inner: Service,
+    failed: std::sync::atomic::AtomicBool,
+}
+
+#[tonic::async_trait]
+impl BreachCheck for FlakyBuckets {
+    async fn get_index_info(
+        &self,
+        r: Request<GetIndexInfoRequest>,
+    ) -> Result<Response<pb::IndexInfo>, Status> {
+        self.inner.get_index_info(r).await
+    }
+
+    async fn evaluate(
+        &self,
+        r: Request<EvaluateRequest>,
+    ) -> Result<Response<pb::EvaluateResponse>, Status> {
+        self.inner.evaluate(r).await
+    }
+
+    type GetBucketsStream = <Service as BreachCheck>::GetBucketsStream;
+
+    async fn get_buckets(
+        &self,
+        r: Request<GetBucketsRequest>,
+    ) -> Result<Response<Self::GetBucketsStream>, Status> {
+        if !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(Status::failed_precondition("index_id is stale"));
+        }
+        self.inner.get_buckets(r).await
+    }
+}
+
+/// After FAILED_PRECONDITION the client refetches IndexInfo and retries, but
+/// reuses outputs already verified under the same key: the quota is charged
+/// once. (A quota of exactly the batch size would run out on a second charge.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_index_change_does_not_charge_twice() {
+    let f = fixture();
+    let (token, entry) = api_key(
+        "exact",
+        Some(Quota {
+            elements_per_second: 1e6,
+            burst: 1 << 20,
+            elements_per_day: 40,
+            bucket_bytes_per_day: 1 << 30,
+        }),
+    );
+    let config = Config {
+        api_keys: vec![entry],
+        ..Config::default()
+    };
+    let served = Served::load(&f.index, &f.key, false).expect("load");
+    let svc = FlakyBuckets {
+        inner: Service::new(Arc::new(AppState::new(served, config))),
+        failed: std::sync::atomic::AtomicBool::new(false),
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let h = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(BreachCheckServer::new(svc))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                async {
+                    let _ = rx.await;
+                },
+            ),
+    );
+    let c = Client::builder(format!("http://{addr}"))
+        .api_key(token)
+        .connect()
+        .await
+        .expect("connect");
+    let batch: Vec<String> = f.members[..20]
+        .iter()
+        .chain(&f.non_members[..20])
+        .cloned()
+        .collect();
+    let r = c
+        .check(&batch)
+        .await
+        .expect("check succeeds with one charge");
+    assert_eq!(r.iter().filter(|r| r.found).count(), 20);
+    let _ = tx.send(());
+    let _ = h.await;
+}
