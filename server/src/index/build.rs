@@ -358,10 +358,67 @@ pub fn build_index(key: &ServerKey, out: &Path, opts: &BuildOptions) -> Result<B
     let work = TempGuard::new(temp_root.join(format!(".{file_name}.build-{}", std::process::id())));
     fs::create_dir_all(&work.0).map_err(io_err(&work.0))?;
 
-    // Phase 1: read and partition. A quarter of the budget each for raw and
-    // evaluated records: vectors grow by doubling, so their capacity can
-    // reach twice their length.
-    let mut raw = Spill::new(&work.0, "raw", opts.memory_limit / 4);
+    let (raw, rows) = read_inputs(opts, &work.0)?;
+    let label_width = if opts.breaches.len() <= 1 {
+        0
+    } else {
+        opts.breaches.len().div_ceil(8) as u8
+    };
+    let mut ev = evaluate_partitions(key, opts, &work.0, raw, label_width, rows.valid)?;
+
+    // The layout: k, padded entries per bucket P, fingerprint bits f.
+    let k = opts
+        .bucket_bits
+        .unwrap_or_else(|| choose_bucket_bits(&ev.hist, ev.distinct));
+    let counts = bucket_counts(&ev.hist, k, &mut ev.spill)?;
+    let p = counts.iter().copied().max().unwrap_or(0).max(1);
+    let header = Header {
+        mode: 1,
+        bucket_bits: k,
+        fingerprint_bits: fingerprint_bits_for(p),
+        label_width,
+        bucket_entries: p,
+        entry_count: ev.distinct,
+        body_len: 0,
+        public_key: key.public_key().to_bytes(),
+        index_id: [0; 32],
+        directory_hash: [0; 32],
+        breaches: opts.breaches.clone(),
+    };
+    let padding_key = blake3::derive_key("breachcheck v1 padding", &*key.to_secret_bytes());
+    let (payloads, lens) = encode_buckets(opts, &work.0, &mut ev.spill, &header, &padding_key)?;
+    let tmp_out = TempGuard::new(out_dir.join(format!(".{file_name}.tmp-{}", std::process::id())));
+    let (header, file_size) = write_index(&tmp_out.0, header, &counts, &lens, &payloads)?;
+    fs::rename(&tmp_out.0, out).map_err(io_err(out))?;
+    if let Ok(d) = File::open(out_dir) {
+        let _ = d.sync_all();
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let distinct = ev.distinct;
+    Ok(BuildReport {
+        output: out.to_owned(),
+        duplicates_merged: rows.valid - distinct,
+        rows,
+        distinct,
+        buckets: 1u64 << k,
+        bucket_bits: k,
+        fingerprint_bits: header.fingerprint_bits,
+        bucket_entries: p,
+        payload_len: lens.iter().copied().max().unwrap_or(0),
+        file_size,
+        bytes_per_entry: file_size as f64 / distinct as f64,
+        spilled: ev.spilled,
+        wall_seconds: wall,
+        numbers_per_second: distinct as f64 / wall.max(1e-9),
+        index_id: hex::encode(header.index_id),
+    })
+}
+
+/// Phase 1: reads every input into records partitioned by bucket range. A
+/// quarter of the memory budget goes to these records (vectors grow by
+/// doubling, so their capacity can reach twice their length).
+fn read_inputs(opts: &BuildOptions, work: &Path) -> Result<(Spill, RowStats)> {
+    let mut raw = Spill::new(work, "raw", opts.memory_limit / 4);
     let mut rows = RowStats::default();
     let reading = Progress::new(opts.progress, "reading", None);
     for input in &opts.inputs {
@@ -397,17 +454,32 @@ pub fn build_index(key: &ServerKey, out: &Path, opts: &BuildOptions) -> Result<B
             "no valid phone number in the input".into(),
         ));
     }
+    Ok((raw, rows))
+}
 
-    // Phase 2: per partition, de-duplicate and evaluate.
-    let label_width = if opts.breaches.len() <= 1 {
-        0
-    } else {
-        opts.breaches.len().div_ceil(8) as u8
-    };
-    let mut evaluated = Spill::new(&work.0, "eval", opts.memory_limit / 4);
+/// What phase 2 leaves: evaluated records, their histogram at `HIST_BITS`,
+/// the distinct count, and whether anything went to disk.
+struct Evaluated {
+    spill: Spill,
+    hist: Vec<u32>,
+    distinct: u64,
+    spilled: bool,
+}
+
+/// Phase 2: per partition, de-duplicates numbers (merging breach masks) and
+/// evaluates them on all cores into (fingerprint, sealed label, bucket value).
+fn evaluate_partitions(
+    key: &ServerKey,
+    opts: &BuildOptions,
+    work: &Path,
+    mut raw: Spill,
+    label_width: u8,
+    valid: u64,
+) -> Result<Evaluated> {
+    let mut spill = Spill::new(work, "eval", opts.memory_limit / 4);
     let mut hist = vec![0u32; 1 << HIST_BITS];
     let mut distinct = 0u64;
-    let evaluating = Progress::new(opts.progress, "evaluating", Some(rows.valid));
+    let evaluating = Progress::new(opts.progress, "evaluating", Some(valid));
     for part in 0..(1usize << PART_BITS) {
         let mut recs = raw.take(part)?;
         if recs.is_empty() {
@@ -426,7 +498,7 @@ pub fn build_index(key: &ServerKey, out: &Path, opts: &BuildOptions) -> Result<B
             }
         }
         distinct += uniq.len() as u64;
-        let entries: Vec<[u8; REC]> = uniq
+        let entries: Vec<Vec<[u8; REC]>> = uniq
             .par_chunks(1024)
             .map(|chunk| -> Result<Vec<[u8; REC]>> {
                 let inputs: Vec<String> =
@@ -436,48 +508,52 @@ pub fn build_index(key: &ServerKey, out: &Path, opts: &BuildOptions) -> Result<B
                 Ok(chunk
                     .iter()
                     .zip(&outputs)
-                    .map(|(r, out)| {
-                        let mut label = u32_of(r, 8).to_le_bytes();
-                        seal_label(out, &mut label[..usize::from(label_width)]);
-                        if label_width == 0 {
-                            label = [0; 4];
-                        }
-                        let mut e = [0u8; REC];
-                        // The fingerprint is a prefix of the output read big-endian.
-                        let fp = bucket::fingerprint(out, 64);
-                        e[..8].copy_from_slice(&fp.to_le_bytes());
-                        e[8..12].copy_from_slice(&label);
-                        e[12..].copy_from_slice(&r[12..16]);
-                        e
-                    })
+                    .map(|(r, out)| evaluated_record(r, out, label_width))
                     .collect())
             })
-            .collect::<Result<Vec<_>>>()?
-            .into_iter()
-            .flatten()
-            .collect();
-        for e in entries {
+            .collect::<Result<_>>()?;
+        for e in entries.into_iter().flatten() {
             hist[top_bits(u32_of(&e, 12), HIST_BITS) as usize] += 1;
-            evaluated.push(part, e)?;
+            spill.push(part, e)?;
         }
     }
     evaluating.finish();
-    let spilled = raw.spilled || evaluated.spilled;
-    drop(raw);
+    let spilled = raw.spilled || spill.spilled;
+    Ok(Evaluated {
+        spill,
+        hist,
+        distinct,
+        spilled,
+    })
+}
 
-    // Phase 3: the layout.
-    let k = opts
-        .bucket_bits
-        .unwrap_or_else(|| choose_bucket_bits(&hist, distinct));
-    let counts = bucket_counts(&hist, k, &mut evaluated)?;
-    let p = counts.iter().copied().max().unwrap_or(0).max(1);
-    let f = fingerprint_bits_for(p);
-    let padding_key = blake3::derive_key("breachcheck v1 padding", &*key.to_secret_bytes());
+/// An evaluated record: the fingerprint (the output's first 8 bytes read
+/// big-endian), the sealed breach mask, and the bucket value.
+fn evaluated_record(r: &[u8; REC], out: &breachcheck_proto::Output, label_width: u8) -> [u8; REC] {
+    let mut label = [0u8; 4];
+    if label_width > 0 {
+        label = u32_of(r, 8).to_le_bytes();
+        seal_label(out, &mut label[..usize::from(label_width)]);
+    }
+    let mut e = [0u8; REC];
+    e[..8].copy_from_slice(&bucket::fingerprint(out, 64).to_le_bytes());
+    e[8..12].copy_from_slice(&label);
+    e[12..].copy_from_slice(&r[12..16]);
+    e
+}
 
-    // Encode every bucket (unpadded) into a temporary file.
-    let payloads_path = work.0.join("payloads");
-    let mut payloads =
-        BufWriter::new(File::create(&payloads_path).map_err(io_err(&payloads_path))?);
+/// Phase 3: pads and encodes every bucket, unpadded in bytes, into a
+/// temporary file; returns it with each payload's length.
+fn encode_buckets(
+    opts: &BuildOptions,
+    work: &Path,
+    spill: &mut Spill,
+    h: &Header,
+    padding_key: &[u8; 32],
+) -> Result<(PathBuf, Vec<u32>)> {
+    let k = h.bucket_bits;
+    let path = work.join("payloads");
+    let mut payloads = BufWriter::new(File::create(&path).map_err(io_err(&path))?);
     let mut lens = vec![0u32; 1 << k];
     let group_bits = k.min(PART_BITS);
     let parts_per_group = 1usize << (PART_BITS - group_bits);
@@ -485,7 +561,7 @@ pub fn build_index(key: &ServerKey, out: &Path, opts: &BuildOptions) -> Result<B
     for group in 0..(1usize << group_bits) {
         let mut ents = Vec::new();
         for part in group * parts_per_group..(group + 1) * parts_per_group {
-            ents.append(&mut evaluated.take(part)?);
+            ents.append(&mut spill.take(part)?);
         }
         let range = bucket::buckets_under_prefix(group as u32, group_bits, k);
         let mut by_bucket: Vec<Vec<(u64, u32)>> = vec![Vec::new(); range.len()];
@@ -499,47 +575,45 @@ pub fn build_index(key: &ServerKey, out: &Path, opts: &BuildOptions) -> Result<B
             .enumerate()
             .map(|(i, real)| {
                 let b = range.start + i as u32;
-                encode_bucket(b, real, p, f, label_width, &padding_key)
+                encode_bucket(
+                    b,
+                    real,
+                    h.bucket_entries,
+                    h.fingerprint_bits,
+                    h.label_width,
+                    padding_key,
+                )
             })
             .collect::<std::result::Result<_, _>>()?;
         for (i, payload) in encoded.into_iter().enumerate() {
             lens[range.start as usize + i] = payload.len() as u32;
-            payloads
-                .write_all(&payload)
-                .map_err(io_err(&payloads_path))?;
+            payloads.write_all(&payload).map_err(io_err(&path))?;
             encoding.add(1);
         }
     }
     encoding.finish();
-    payloads.flush().map_err(io_err(&payloads_path))?;
-    drop(payloads);
-    let payload_len = lens.iter().copied().max().unwrap_or(0);
+    payloads.flush().map_err(io_err(&path))?;
+    Ok((path, lens))
+}
 
-    // Phase 4: write the file: placeholder header, directory, padded payloads;
-    // then the real header; fsync; rename.
-    let mut header = Header {
-        mode: 1,
-        bucket_bits: k,
-        fingerprint_bits: f,
-        label_width,
-        bucket_entries: p,
-        entry_count: distinct,
-        body_len: 0,
-        public_key: key.public_key().to_bytes(),
-        index_id: [0; 32],
-        directory_hash: [0; 32],
-        breaches: opts.breaches.clone(),
-    };
-    let nb = 1usize << k;
+/// Phase 4: writes a placeholder header, the directory and the payloads
+/// padded to one length (hashing the body as it goes), then the real header,
+/// and fsyncs. Returns the final header and the file size.
+fn write_index(
+    tmp: &Path,
+    mut header: Header,
+    counts: &[u32],
+    lens: &[u32],
+    payloads: &Path,
+) -> Result<(Header, u64)> {
+    let payload_len = lens.iter().copied().max().unwrap_or(0);
+    let nb = lens.len();
     let dir_len = nb * DIR_ENTRY_LEN;
     header.body_len = dir_len as u64 + nb as u64 * u64::from(payload_len);
     let header_len = header.encode().len();
-    let tmp_out = TempGuard::new(out_dir.join(format!(".{file_name}.tmp-{}", std::process::id())));
-    let file = File::create(&tmp_out.0).map_err(io_err(&tmp_out.0))?;
-    let mut w = BufWriter::with_capacity(1 << 20, file);
-    let werr = io_err(&tmp_out.0);
-    w.write_all(&vec![0u8; header_len])
-        .map_err(io_err(&tmp_out.0))?;
+    let werr = || io_err(tmp);
+    let mut w = BufWriter::with_capacity(1 << 20, File::create(tmp).map_err(werr())?);
+    w.write_all(&vec![0u8; header_len]).map_err(werr())?;
     let mut dir = Vec::with_capacity(dir_len);
     for (b, &real) in counts.iter().enumerate() {
         let e = DirEntry {
@@ -551,49 +625,24 @@ pub fn build_index(key: &ServerKey, out: &Path, opts: &BuildOptions) -> Result<B
     }
     let mut body_hash = blake3::Hasher::new();
     body_hash.update(&dir);
-    w.write_all(&dir).map_err(io_err(&tmp_out.0))?;
-    let mut r = BufReader::new(File::open(&payloads_path).map_err(io_err(&payloads_path))?);
+    w.write_all(&dir).map_err(werr())?;
+    let mut r = BufReader::new(File::open(payloads).map_err(io_err(payloads))?);
     let mut buf = vec![0u8; payload_len as usize];
-    for &len in &lens {
+    for &len in lens {
         buf.fill(0);
         r.read_exact(&mut buf[..len as usize])
-            .map_err(io_err(&payloads_path))?;
+            .map_err(io_err(payloads))?;
         body_hash.update(&buf);
-        w.write_all(&buf).map_err(io_err(&tmp_out.0))?;
+        w.write_all(&buf).map_err(werr())?;
     }
     header.index_id = *body_hash.finalize().as_bytes();
     header.directory_hash = *blake3::hash(&dir).as_bytes();
-    let mut file = w
-        .into_inner()
-        .map_err(|e| io_err(&tmp_out.0)(e.into_error()))?;
-    file.seek(SeekFrom::Start(0)).map_err(io_err(&tmp_out.0))?;
-    file.write_all(&header.encode())
-        .map_err(io_err(&tmp_out.0))?;
-    file.sync_all().map_err(werr)?;
-    let file_size = file.metadata().map_err(io_err(&tmp_out.0))?.len();
-    drop(file);
-    fs::rename(&tmp_out.0, out).map_err(io_err(out))?;
-    if let Ok(d) = File::open(out_dir) {
-        let _ = d.sync_all();
-    }
-    let wall = started.elapsed().as_secs_f64();
-    Ok(BuildReport {
-        output: out.to_owned(),
-        duplicates_merged: rows.valid - distinct,
-        rows,
-        distinct,
-        buckets: nb as u64,
-        bucket_bits: k,
-        fingerprint_bits: f,
-        bucket_entries: p,
-        payload_len,
-        file_size,
-        bytes_per_entry: file_size as f64 / distinct as f64,
-        spilled,
-        wall_seconds: wall,
-        numbers_per_second: distinct as f64 / wall.max(1e-9),
-        index_id: hex::encode(header.index_id),
-    })
+    let mut file = w.into_inner().map_err(|e| werr()(e.into_error()))?;
+    file.seek(SeekFrom::Start(0)).map_err(werr())?;
+    file.write_all(&header.encode()).map_err(werr())?;
+    file.sync_all().map_err(werr())?;
+    let size = file.metadata().map_err(werr())?.len();
+    Ok((header, size))
 }
 
 /// Real entries per k-bucket, from the histogram when `k ≤ HIST_BITS`, else
