@@ -426,14 +426,32 @@ impl Client {
     pub fn check_stream<I>(&self, numbers: I) -> tokio::sync::mpsc::Receiver<Result<CheckResult>>
     where
         I: IntoIterator<Item = String> + Send + 'static,
-        I::IntoIter: Send,
+        I::IntoIter: Send + 'static,
     {
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_CHUNK);
         let client = self.clone();
         tokio::spawn(async move {
-            let mut it = numbers.into_iter();
+            let mut it = Some(numbers.into_iter());
             loop {
-                let chunk: Vec<String> = it.by_ref().take(STREAM_CHUNK).collect();
+                // The iterator may block (a file, stdin): pull each chunk on
+                // the blocking pool, never on a runtime worker.
+                let Some(mut src) = it.take() else { break };
+                let (chunk, src) = match tokio::task::spawn_blocking(move || {
+                    let chunk: Vec<String> = src.by_ref().take(STREAM_CHUNK).collect();
+                    (chunk, src)
+                })
+                .await
+                {
+                    Ok(pulled) => pulled,
+                    Err(e) => {
+                        // The input iterator panicked: say so, never end quietly.
+                        let _ = tx
+                            .send(Err(ClientError::Io(std::io::Error::other(e))))
+                            .await;
+                        return;
+                    }
+                };
+                it = Some(src);
                 if chunk.is_empty() {
                     break;
                 }

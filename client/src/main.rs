@@ -216,14 +216,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     };
                     total_hint = None;
                     let args = std::mem::take(&mut inputs);
-                    Box::new(
-                        args.into_iter().chain(
-                            reader
-                                .lines()
-                                .map_while(|l| l.ok())
-                                .map(|l| l.trim_end_matches('\r').to_owned()),
-                        ),
-                    )
+                    Box::new(args.into_iter().chain(reader.split(b'\n').map(move |line| {
+                        match line {
+                            // Bytes that are not UTF-8 still make a row (an
+                            // invalid one), so line numbers stay right.
+                            Ok(bytes) => String::from_utf8_lossy(&bytes)
+                                .trim_end_matches('\r')
+                                .to_owned(),
+                            Err(e) => {
+                                eprintln!("error: reading {}: {e}", path.display());
+                                std::process::exit(2);
+                            }
+                        }
+                    })))
                 }
                 None => {
                     if inputs.is_empty() {

@@ -234,3 +234,36 @@ fn file_input_reports_invalid_lines_and_info_describes_the_index() {
     assert_eq!(v["breaches"][0]["id"], "test-leak");
     let _ = std::fs::remove_dir_all(Path::new(&dir));
 }
+
+/// A line that is not UTF-8 is an invalid row, not the end of the input.
+#[test]
+fn non_utf8_lines_do_not_end_the_input() {
+    let s = server();
+    let dir = std::env::temp_dir().join(format!("breachcheck-cli-utf8-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("numbers.txt");
+    std::fs::write(&f, b"13900000001\n\xff\xfe138\n13800138000\n").unwrap();
+    let o = breachcheck(&[
+        "check",
+        "--server",
+        &s.url,
+        "--format",
+        "jsonl",
+        "--file",
+        f.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let rows: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 3);
+    assert!(rows[1]["error"].is_string());
+    assert_eq!(rows[2]["found"], true);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -135,61 +135,72 @@ pub fn read_numbers(
 ) -> Result<RowStats> {
     let mut reader = open_input(path)?;
     let mut stats = RowStats::default();
-    let mut first = String::new();
-    reader.read_line(&mut first).map_err(io_err(path))?;
-    let delimiter = if first.contains('\t') {
+    // Bytes, not strings, throughout: a row that is not UTF-8 is an invalid
+    // row (its replacement characters fail to parse), never the end of a dump.
+    let mut first = Vec::new();
+    reader.read_until(b'\n', &mut first).map_err(io_err(path))?;
+    let delimiter = if first.contains(&b'\t') {
         Some(b'\t')
-    } else if first.contains(',') {
+    } else if first.contains(&b',') {
         Some(b',')
     } else {
         None
+    };
+    let mut check = |cell: &str, stats: &mut RowStats| {
+        stats.rows += 1;
+        match PhoneNumber::parse(cell, region) {
+            Ok(n) => {
+                stats.valid += 1;
+                emit(n);
+            }
+            Err(e) => stats.reject(reason_name(e), cell),
+        }
     };
     let Some(delimiter) = delimiter else {
         // One number per line; the first line is data too.
         let mut line = first;
         loop {
             if !line.is_empty() {
-                let cell = line.trim_end_matches(['\n', '\r']);
-                stats.rows += 1;
-                match PhoneNumber::parse(cell, region) {
-                    Ok(n) => {
-                        stats.valid += 1;
-                        emit(n);
-                    }
-                    Err(e) => stats.reject(reason_name(e), cell),
-                }
+                let text = String::from_utf8_lossy(&line);
+                check(text.trim_end_matches(['\n', '\r']), &mut stats);
             }
             line.clear();
-            if reader.read_line(&mut line).map_err(io_err(path))? == 0 {
+            if reader.read_until(b'\n', &mut line).map_err(io_err(path))? == 0 {
                 break;
             }
         }
         return Ok(stats);
     };
-    let chained = io::Cursor::new(first.into_bytes()).chain(reader);
+    let chained = io::Cursor::new(first).chain(reader);
     let mut csv = csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .has_headers(true)
         .flexible(true)
         .from_reader(chained);
     let headers = csv
-        .headers()
+        .byte_headers()
         .map_err(|e| ServerError::Input(format!("{}: {e}", path.display())))?
         .clone();
-    let mut records = csv.into_records();
+    let mut records = csv.into_byte_records();
+    let io_fail = |e: csv::Error| ServerError::Input(format!("{}: {e}", path.display()));
     // Buffer a sample to choose the column when none is named.
     let mut sample = Vec::new();
+    let mut malformed = 0u64;
     let col = match column {
         Some(Column::Number(n)) => n - 1,
         Some(Column::Name(name)) => headers
             .iter()
-            .position(|h| h.trim().eq_ignore_ascii_case(name))
+            .position(|h| String::from_utf8_lossy(h).trim().eq_ignore_ascii_case(name))
             .ok_or_else(|| {
                 ServerError::Input(format!("{}: no column named {name:?}", path.display()))
             })?,
         None => {
             for r in records.by_ref().take(200) {
-                sample.push(r.map_err(|e| ServerError::Input(format!("{}: {e}", path.display())))?);
+                match r {
+                    Ok(r) => sample.push(r),
+                    Err(e) if e.is_io_error() => return Err(io_fail(e)),
+                    Err(_) => malformed += 1,
+                }
             }
             guess_column(&headers, &sample, region).ok_or_else(|| {
                 ServerError::Input(format!(
@@ -199,25 +210,23 @@ pub fn read_numbers(
             })?
         }
     };
-    let mut handle = |rec: &csv::StringRecord, stats: &mut RowStats| {
-        stats.rows += 1;
-        match rec.get(col) {
-            None => stats.reject("missing_column", ""),
-            Some(cell) => match PhoneNumber::parse(cell, region) {
-                Ok(n) => {
-                    stats.valid += 1;
-                    emit(n);
-                }
-                Err(e) => stats.reject(reason_name(e), cell),
-            },
+    let mut handle = |rec: &csv::ByteRecord, stats: &mut RowStats| match rec.get(col) {
+        None => {
+            stats.rows += 1;
+            stats.reject("missing_column", "");
         }
+        Some(cell) => check(&String::from_utf8_lossy(cell), stats),
     };
     // A dump without a header row: its first row is data.
     if headers
         .get(col)
-        .is_some_and(|h| PhoneNumber::parse(h, region).is_ok())
+        .is_some_and(|h| PhoneNumber::parse(&String::from_utf8_lossy(h), region).is_ok())
     {
         handle(&headers, &mut stats);
+    }
+    for _ in 0..malformed {
+        stats.rows += 1;
+        stats.reject("malformed_row", "");
     }
     for rec in &sample {
         handle(rec, &mut stats);
@@ -225,9 +234,7 @@ pub fn read_numbers(
     for rec in records {
         match rec {
             Ok(rec) => handle(&rec, &mut stats),
-            Err(e) if e.is_io_error() => {
-                return Err(ServerError::Input(format!("{}: {e}", path.display())));
-            }
+            Err(e) if e.is_io_error() => return Err(io_fail(e)),
             Err(_) => {
                 stats.rows += 1;
                 stats.reject("malformed_row", "");
@@ -241,8 +248,8 @@ pub fn read_numbers(
 /// the sampled cells parse, one whose header names a phone (`phone`, `mobile`,
 /// `tel`, `msisdn`, `number`) if any, else the one that parses most often.
 fn guess_column(
-    headers: &csv::StringRecord,
-    sample: &[csv::StringRecord],
+    headers: &csv::ByteRecord,
+    sample: &[csv::ByteRecord],
     region: Option<Region>,
 ) -> Option<usize> {
     let width = sample.iter().map(|r| r.len()).max()?;
@@ -251,15 +258,16 @@ fn guess_column(
             sample
                 .iter()
                 .filter(|r| {
-                    r.get(c)
-                        .is_some_and(|v| PhoneNumber::parse(v, region).is_ok())
+                    r.get(c).is_some_and(|v| {
+                        PhoneNumber::parse(&String::from_utf8_lossy(v), region).is_ok()
+                    })
                 })
                 .count()
         })
         .collect();
     let plausible = |c: &usize| ok[*c] > 0 && ok[*c] * 2 >= sample.len();
     let named = |c: &usize| {
-        let h = headers.get(*c).unwrap_or("").to_ascii_lowercase();
+        let h = String::from_utf8_lossy(headers.get(*c).unwrap_or(b"")).to_ascii_lowercase();
         ["phone", "mobile", "tel", "msisdn", "number"]
             .iter()
             .any(|k| h.contains(k))

@@ -272,3 +272,22 @@ fn automatic_layout_is_under_4_5_bytes_per_entry() {
         .collect();
     assert_eq!(lens.len(), 1);
 }
+
+/// Rows that are not UTF-8 are invalid rows; the build goes on (lines and CSV).
+#[test]
+fn non_utf8_rows_never_abort_a_build() {
+    let dir = TempDir::new("utf8");
+    let lines = dir.join("l.txt");
+    std::fs::write(&lines, b"13800138000\n\xff\xfe\x80138\n13900139000\n").expect("w");
+    let csv = dir.join("c.csv");
+    std::fs::write(
+        &csv,
+        b"uid,phone\n1,13800138000\n2,\xff13900\n3,13700137000\n",
+    )
+    .expect("w");
+    let k = key::key_from_seed("beef").expect("key");
+    let r = build_index(&k, &dir.join("l.idx"), &options(vec![lines], None)).expect("lines build");
+    assert_eq!((r.rows.rows, r.rows.valid), (3, 2));
+    let r = build_index(&k, &dir.join("c.idx"), &options(vec![csv], None)).expect("csv build");
+    assert_eq!((r.rows.rows, r.rows.valid), (3, 2));
+}
