@@ -177,6 +177,41 @@ impl BreachCheck for Liar {
     }
 }
 
+/// A bare tonic server around a hand-written (lying or flaky) service.
+struct CustomServer {
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    handle: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl CustomServer {
+    async fn start<S: BreachCheck>(svc: S) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(BreachCheckServer::new(svc))
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    async {
+                        let _ = rx.await;
+                    },
+                ),
+        );
+        CustomServer { addr, stop, handle }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.handle.await;
+    }
+}
+
 async fn check_against_liar(lie: Lie) -> Result<Vec<breachcheck_client::CheckResult>, ClientError> {
     let f = fixture();
     let served = Served::load(&f.index, &f.key, false).expect("load");
@@ -186,28 +221,15 @@ async fn check_against_liar(lie: Lie) -> Result<Vec<breachcheck_client::CheckRes
         lie,
         other: ServerKey::random(Mode::Voprf, &mut rand::rng()),
     };
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let h = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(BreachCheckServer::new(liar))
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                async {
-                    let _ = rx.await;
-                },
-            ),
-    );
-    let client = client(&format!("http://{addr}")).await;
+    let custom = CustomServer::start(liar).await;
+    let client = client(&custom.url()).await;
     let batch: Vec<String> = f.members[..8]
         .iter()
         .chain(&f.non_members[..8])
         .cloned()
         .collect();
     let r = client.check(&batch).await;
-    let _ = tx.send(());
-    let _ = h.await;
+    custom.stop().await;
     r
 }
 
@@ -910,20 +932,8 @@ async fn retry_after_index_change_does_not_charge_twice() {
         inner: Service::new(Arc::new(AppState::new(served, config))),
         failed: std::sync::atomic::AtomicBool::new(false),
     };
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let h = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(BreachCheckServer::new(svc))
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                async {
-                    let _ = rx.await;
-                },
-            ),
-    );
-    let c = Client::builder(format!("http://{addr}"))
+    let custom = CustomServer::start(svc).await;
+    let c = Client::builder(custom.url())
         .api_key(token)
         .connect()
         .await
@@ -938,6 +948,5 @@ async fn retry_after_index_change_does_not_charge_twice() {
         .await
         .expect("check succeeds with one charge");
     assert_eq!(r.iter().filter(|r| r.found).count(), 20);
-    let _ = tx.send(());
-    let _ = h.await;
+    custom.stop().await;
 }
