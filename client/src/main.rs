@@ -343,14 +343,24 @@ fn write_result(
     let breach_ids: Vec<&str> = r.breaches.iter().map(|b| b.id.as_str()).collect();
     match format {
         Format::Jsonl => {
-            let v = serde_json::json!({
-                "input": r.input,
-                "number": r.number,
-                "found": r.found,
-                "breaches": breach_ids,
-                "error": r.error,
-            });
-            writeln!(out, "{v}")
+            // A struct, not `json!`, so the keys keep the documented order.
+            #[derive(serde::Serialize)]
+            struct Row<'a> {
+                input: &'a str,
+                number: Option<&'a str>,
+                found: bool,
+                breaches: &'a [&'a str],
+                error: Option<&'a str>,
+            }
+            let row = Row {
+                input: &r.input,
+                number: r.number.as_deref(),
+                found: r.found,
+                breaches: &breach_ids,
+                error: r.error.as_deref(),
+            };
+            let line = serde_json::to_string(&row).map_err(std::io::Error::other)?;
+            writeln!(out, "{line}")
         }
         Format::Csv => writeln!(
             out,

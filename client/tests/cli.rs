@@ -169,6 +169,9 @@ fn jsonl_has_one_object_per_input_in_order() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(rows.len(), 4);
+    // The documented key order: input, number, found, breaches, error.
+    let first = stdout(&o).lines().next().unwrap().to_owned();
+    assert!(first.starts_with("{\"input\":\"13800138000\",\"number\":\"+8613800138000\",\"found\":true,\"breaches\":[\"test-leak\"],\"error\":null}"), "{first}");
     for r in &rows {
         let mut keys: Vec<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
         keys.sort();
