@@ -381,12 +381,17 @@ impl Client {
             });
         }
         st.pinned = Some(pin);
-        if st.bucket_index != info.index_id {
+        let new_index = st.bucket_index != info.index_id;
+        if new_index {
             st.buckets.clear();
             st.bucket_bytes = 0;
             st.bucket_index = info.index_id.clone();
         }
         st.info = Some(info.clone());
+        drop(st);
+        if new_index {
+            self.remove_stale_cache(&info.index_id);
+        }
         Ok(info)
     }
 
@@ -840,10 +845,19 @@ impl Client {
         Ok(chunks)
     }
 
+    /// The disk cache directory of an index: one per index id.
     fn cache_path(&self, info: &IndexInfo) -> Option<PathBuf> {
         let dir = self.inner.opts.cache_dir.as_ref()?;
-        let id = hex::encode(&info.index_id);
-        // One directory per index id; older ones are removed.
+        Some(dir.join(hex::encode(&info.index_id)))
+    }
+
+    /// Removes cache directories of other index ids (once per index change,
+    /// not per lookup).
+    fn remove_stale_cache(&self, current: &[u8]) {
+        let Some(dir) = self.inner.opts.cache_dir.as_ref() else {
+            return;
+        };
+        let id = hex::encode(current);
         if let Ok(entries) = std::fs::read_dir(dir) {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
@@ -852,7 +866,6 @@ impl Client {
                 }
             }
         }
-        Some(dir.join(id))
     }
 
     /// What the server learns from a check at the current settings: the

@@ -141,26 +141,38 @@ impl Metrics {
                 );
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP breachcheck_elements_evaluated_total Blinded elements evaluated.\n# TYPE breachcheck_elements_evaluated_total counter\nbreachcheck_elements_evaluated_total {}",
-            self.elements_evaluated.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP breachcheck_bucket_bytes_sent_total Bucket payload bytes streamed.\n# TYPE breachcheck_bucket_bytes_sent_total counter\nbreachcheck_bucket_bytes_sent_total {}",
-            self.bucket_bytes_sent.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP breachcheck_index_reloads_total Successful index reloads.\n# TYPE breachcheck_index_reloads_total counter\nbreachcheck_index_reloads_total {}",
-            self.reloads.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP breachcheck_in_flight_requests RPCs being handled.\n# TYPE breachcheck_in_flight_requests gauge\nbreachcheck_in_flight_requests {}",
-            self.in_flight()
-        );
+        let scalars = [
+            (
+                "breachcheck_elements_evaluated_total",
+                "counter",
+                "Blinded elements evaluated.",
+                self.elements_evaluated.load(Ordering::Relaxed),
+            ),
+            (
+                "breachcheck_bucket_bytes_sent_total",
+                "counter",
+                "Bucket payload bytes streamed.",
+                self.bucket_bytes_sent.load(Ordering::Relaxed),
+            ),
+            (
+                "breachcheck_index_reloads_total",
+                "counter",
+                "Successful index reloads.",
+                self.reloads.load(Ordering::Relaxed),
+            ),
+            (
+                "breachcheck_in_flight_requests",
+                "gauge",
+                "RPCs being handled.",
+                self.in_flight(),
+            ),
+        ];
+        for (name, kind, help, value) in scalars {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
         out
     }
 }

@@ -5,7 +5,6 @@
 //! answer, and in-flight calls finish on the pair they started with.
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -482,13 +481,4 @@ pub async fn serve(
                 .await;
         })
         .await
-}
-
-/// Paths a running server reloads from on SIGHUP.
-#[derive(Debug, Clone)]
-pub struct ReloadPaths {
-    /// The index file.
-    pub index: PathBuf,
-    /// The key file.
-    pub key: PathBuf,
 }
