@@ -38,8 +38,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use breachcheck_proto::bucket::{self, Payload};
-use breachcheck_proto::oprf::{self, Mode};
+use breachcheck_proto as proto;
+use breachcheck_proto::Mode;
+use breachcheck_proto::Payload;
 use breachcheck_proto::pb::breach_check_client::BreachCheckClient;
 use breachcheck_proto::pb::{self, EvaluateRequest, GetBucketsRequest, GetIndexInfoRequest};
 use breachcheck_proto::{EvaluatedElement, PhoneNumber, Proof, PublicKey, Region};
@@ -352,7 +353,7 @@ impl Client {
                 async move { grpc.get_index_info(req).await.map(|r| r.into_inner()) }
             })
             .await?;
-        if info.suite != oprf::SUITE || info.mode != u32::from(Mode::Voprf.id()) {
+        if info.suite != proto::SUITE || info.mode != u32::from(Mode::Voprf.id()) {
             return Err(ClientError::UnsupportedIndex(format!(
                 "suite {:?} mode {}",
                 info.suite, info.mode
@@ -366,7 +367,7 @@ impl Client {
         PublicKey::from_bytes(&served)?;
         if info.fingerprint_bits == 0
             || info.fingerprint_bits > 64
-            || info.bucket_bits > bucket::MAX_BUCKET_BITS
+            || info.bucket_bits > proto::MAX_BUCKET_BITS
         {
             return Err(ClientError::UnsupportedIndex(
                 "bucket layout out of range".into(),
@@ -542,15 +543,15 @@ impl Client {
     async fn lookup(
         &self,
         numbers: &[PhoneNumber],
-        outputs: &mut Option<Vec<oprf::Output>>,
+        outputs: &mut Option<Vec<proto::Output>>,
     ) -> Result<HashMap<PhoneNumber, (bool, Vec<BreachRef>)>> {
         let info = self.info();
         let k = info.bucket_bits;
         let values: Vec<u32> = numbers
             .iter()
-            .map(|n| bucket::bucket_value(n.as_bytes()))
+            .map(|n| proto::bucket_value(n.as_bytes()))
             .collect();
-        let needed: BTreeSet<u32> = values.iter().map(|&v| bucket::top_bits(v, k)).collect();
+        let needed: BTreeSet<u32> = values.iter().map(|&v| proto::top_bits(v, k)).collect();
         let (evaluated, buckets) = tokio::join!(
             async {
                 match outputs.take() {
@@ -574,12 +575,12 @@ impl Client {
         let outputs = outputs.as_deref().unwrap_or_default();
         let mut result = HashMap::with_capacity(numbers.len());
         for ((n, v), out) in numbers.iter().zip(&values).zip(outputs.iter()) {
-            let b = bucket::top_bits(*v, k);
+            let b = proto::top_bits(*v, k);
             let payload = buckets.get(&b).ok_or_else(|| ClientError::BadBucket {
                 bucket: b,
                 reason: "the server did not send it".into(),
             })?;
-            let fp = bucket::fingerprint(out, info.fingerprint_bits);
+            let fp = proto::fingerprint(out, info.fingerprint_bits);
             let start = payload.fingerprints.partition_point(|&x| x < fp);
             let is_found = payload.fingerprints.get(start) == Some(&fp);
             let mut breaches = Vec::new();
@@ -597,7 +598,7 @@ impl Client {
         info: &IndexInfo,
         p: &OwnedPayload,
         i: usize,
-        out: &oprf::Output,
+        out: &proto::Output,
     ) -> Vec<BreachRef> {
         let w = p.label_width;
         if w == 0 {
@@ -606,7 +607,7 @@ impl Client {
         let mut label = [0u8; 4];
         if let Some(sealed) = p.labels.get(i * w..(i + 1) * w) {
             label[..w].copy_from_slice(sealed);
-            bucket::seal_label(out, &mut label[..w]);
+            proto::seal_label(out, &mut label[..w]);
         }
         let mask = u32::from_le_bytes(label);
         info.breaches
@@ -623,8 +624,8 @@ impl Client {
         &self,
         info: &IndexInfo,
         numbers: &[PhoneNumber],
-    ) -> Result<Vec<oprf::Output>> {
-        let max = (info.max_batch as usize).clamp(1, oprf::MAX_PROOF_BATCH);
+    ) -> Result<Vec<proto::Output>> {
+        let max = (info.max_batch as usize).clamp(1, proto::MAX_PROOF_BATCH);
         let sem = Arc::new(tokio::sync::Semaphore::new(self.inner.opts.concurrency));
         let mut tasks = tokio::task::JoinSet::new();
         for (i, batch) in numbers.chunks(max).enumerate() {
@@ -637,7 +638,7 @@ impl Client {
                 client.evaluate_batch(&info, batch).await.map(|o| (i, o))
             });
         }
-        let mut parts: Vec<(usize, Vec<oprf::Output>)> = Vec::new();
+        let mut parts: Vec<(usize, Vec<proto::Output>)> = Vec::new();
         while let Some(joined) = tasks.join_next().await {
             match joined {
                 Ok(Ok(part)) => parts.push(part),
@@ -653,12 +654,12 @@ impl Client {
         &self,
         info: &IndexInfo,
         numbers: Vec<PhoneNumber>,
-    ) -> Result<Vec<oprf::Output>> {
+    ) -> Result<Vec<proto::Output>> {
         let inputs = Arc::new(numbers);
         let blind_inputs = inputs.clone();
         let (blinds, blinded) = tokio::task::spawn_blocking(move || {
             let xs: Vec<&[u8]> = blind_inputs.iter().map(|n| n.as_bytes()).collect();
-            oprf::blind_batch(Mode::Voprf, &xs, &mut rand::rng())
+            proto::blind_batch(Mode::Voprf, &xs, &mut rand::rng())
         })
         .await
         .map_err(|e| ClientError::Io(std::io::Error::other(e)))??;
@@ -699,7 +700,7 @@ impl Client {
                 pinned: pinned_fp.clone(),
             })?;
             let xs: Vec<&[u8]> = inputs.iter().map(|n| n.as_bytes()).collect();
-            oprf::finalize(
+            proto::finalize(
                 Mode::Voprf,
                 &xs,
                 &blinds,
@@ -815,7 +816,7 @@ impl Client {
         let k = info.bucket_bits;
         let expected: BTreeSet<u32> = prefixes
             .iter()
-            .flat_map(|&p| bucket::buckets_under_prefix(p, j, k))
+            .flat_map(|&p| proto::buckets_under_prefix(p, j, k))
             .collect();
         let chunks = self
             .with_retries(|| {

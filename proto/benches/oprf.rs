@@ -10,8 +10,10 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use breachcheck_proto::oprf::{self, Mode};
-use breachcheck_proto::{BlindedElement, PhoneNumber, Region, ServerKey, bucket};
+use breachcheck_proto::{
+    BlindedElement, Mode, Payload, PhoneNumber, Region, ServerKey, blind_batch, encode_payload,
+    finalize, fingerprint_bits_for,
+};
 use criterion::{BatchSize, Criterion};
 use curve25519_dalek::ristretto::RistrettoPoint;
 use curve25519_dalek::scalar::Scalar;
@@ -65,7 +67,7 @@ fn primitives(c: &mut Criterion) {
 fn server(c: &mut Criterion) {
     let mut rng = rand::rng();
     let key = ServerKey::random(Mode::Voprf, &mut rng);
-    let (_, blinded) = oprf::blind_batch(Mode::Voprf, &inputs(BATCH), &mut rng).expect("blind");
+    let (_, blinded) = blind_batch(Mode::Voprf, &inputs(BATCH), &mut rng).expect("blind");
     let wire: Vec<[u8; 32]> = blinded.iter().map(|b| b.to_bytes()).collect();
     let mut g = c.benchmark_group("server");
     g.sample_size(10).measurement_time(Duration::from_secs(6));
@@ -97,14 +99,13 @@ fn client(c: &mut Criterion) {
     let mut g = c.benchmark_group("client");
     g.sample_size(10).measurement_time(Duration::from_secs(8));
     g.bench_function("blind_1024", |b| {
-        b.iter(|| oprf::blind_batch(Mode::Voprf, black_box(&xs), &mut rand::rng()).expect("blind"))
+        b.iter(|| blind_batch(Mode::Voprf, black_box(&xs), &mut rand::rng()).expect("blind"))
     });
     g.bench_function("finalize_verify_1024", |b| {
         b.iter_batched(
             || {
                 let mut rng = rand::rng();
-                let (blinds, blinded) =
-                    oprf::blind_batch(Mode::Voprf, &xs, &mut rng).expect("blind");
+                let (blinds, blinded) = blind_batch(Mode::Voprf, &xs, &mut rng).expect("blind");
                 let eval = key.blind_evaluate(&blinded, &mut rng).expect("eval");
                 let wire: Vec<[u8; 32]> = eval.elements.iter().map(|e| e.to_bytes()).collect();
                 (blinds, blinded, wire, eval.proof.expect("proof"))
@@ -114,7 +115,7 @@ fn client(c: &mut Criterion) {
                     .iter()
                     .map(|w| breachcheck_proto::EvaluatedElement::from_bytes(w).expect("valid"))
                     .collect();
-                oprf::finalize(
+                finalize(
                     Mode::Voprf,
                     &xs,
                     &blinds,
@@ -182,13 +183,13 @@ fn voprf_crate(c: &mut Criterion) {
 fn codec(c: &mut Criterion) {
     let mut rng = rand::rng();
     let n = 4096usize;
-    let f = bucket::fingerprint_bits_for(n as u32);
+    let f = fingerprint_bits_for(n as u32);
     let mut fps: Vec<u64> = (0..n).map(|_| rng.random::<u64>() >> (64 - f)).collect();
     fps.sort_unstable();
-    let payload = bucket::encode_payload(&fps, &[], 0, f, 0).expect("encode");
+    let payload = encode_payload(&fps, &[], 0, f, 0).expect("encode");
     let mut g = c.benchmark_group("codec");
     g.bench_function("decode_4096", |b| {
-        b.iter(|| bucket::Payload::decode(black_box(&payload)).expect("decode"))
+        b.iter(|| Payload::decode(black_box(&payload)).expect("decode"))
     });
     let numbers: Vec<String> = (0..1000)
         .map(|i| format!("+86 138-{:04}-{:04}", i, i * 7 % 10_000))

@@ -14,6 +14,7 @@
 use std::ops::Range;
 use std::sync::LazyLock;
 
+use crate::codec::Reader;
 use crate::error::ProtocolError;
 use crate::oprf::Output;
 
@@ -28,6 +29,9 @@ pub const PAYLOAD_VERSION: u8 = 1;
 /// Bytes before the label block: version, label width, f, reserved, count
 /// (u32 LE), Golomb parameter (u64 LE).
 pub const PAYLOAD_HEADER_LEN: usize = 16;
+/// Most bytes a label may take: a label is a little-endian breach mask of up
+/// to 32 breaches.
+pub const MAX_LABEL_WIDTH: usize = 4;
 /// The false-positive exponent: a checked number not in the corpus is
 /// reported found with probability at most `2^-FALSE_POSITIVE_BITS`.
 pub const FALSE_POSITIVE_BITS: u32 = 32;
@@ -130,6 +134,9 @@ pub fn encode_payload(
     }
     let n = u32::try_from(fingerprints.len())
         .map_err(|_| ProtocolError::InvalidPayload("too many entries"))?;
+    if usize::from(label_width) > MAX_LABEL_WIDTH {
+        return Err(ProtocolError::InvalidPayload("label width above 4 bytes"));
+    }
     if labels.len() != fingerprints.len() * usize::from(label_width) {
         return Err(ProtocolError::InvalidPayload("label block length"));
     }
@@ -176,55 +183,68 @@ pub struct Payload<'a> {
 }
 
 impl<'a> Payload<'a> {
-    /// Decodes a payload strictly: version, header fields, every Golomb code
-    /// within the bytes, every value below `2^f`.
+    /// Decodes a payload strictly (docs/PROTOCOL.md §4): the version, a
+    /// label width of at most [`MAX_LABEL_WIDTH`] bytes, a zero reserved
+    /// byte, `1 ≤ f ≤ 64`, a non-zero Golomb parameter, every Golomb code
+    /// within the bytes, every value below `2^f`, and nothing but zero bits
+    /// after the last code (the padding).
+    ///
+    /// Memory is never reserved from the claimed count alone: a count that
+    /// the bit stream cannot hold (each code takes at least `max(1, b)` bits)
+    /// is rejected before anything is allocated. Callers that know the
+    /// index's shape use [`Payload::decode_expecting`] as well.
     ///
     /// # Errors
     ///
     /// [`ProtocolError::InvalidPayload`] naming what is wrong.
     pub fn decode(bytes: &'a [u8]) -> Result<Self, ProtocolError> {
-        let header = bytes
-            .get(..PAYLOAD_HEADER_LEN)
-            .ok_or(ProtocolError::InvalidPayload("shorter than its header"))?;
-        if header[0] != PAYLOAD_VERSION {
+        let short = |_| ProtocolError::InvalidPayload("shorter than its header");
+        let mut r = Reader::new(bytes);
+        if r.u8().map_err(short)? != PAYLOAD_VERSION {
             return Err(ProtocolError::InvalidPayload("unsupported payload version"));
         }
-        let label_width = header[1];
-        let f = u32::from(header[2]);
+        let label_width = r.u8().map_err(short)?;
+        let f = u32::from(r.u8().map_err(short)?);
+        let reserved = r.u8().map_err(short)?;
+        let n = r.u32_le().map_err(short)? as usize;
+        let m = r.u64_le().map_err(short)?;
+        if usize::from(label_width) > MAX_LABEL_WIDTH {
+            return Err(ProtocolError::InvalidPayload("label width above 4 bytes"));
+        }
+        if reserved != 0 {
+            return Err(ProtocolError::InvalidPayload("non-zero reserved byte"));
+        }
         if !(1..=64).contains(&f) {
             return Err(ProtocolError::InvalidPayload(
                 "fingerprint bits out of range",
             ));
         }
-        let n = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
-        let mut m8 = [0u8; 8];
-        m8.copy_from_slice(&header[8..16]);
-        let m = u64::from_le_bytes(m8);
         if m == 0 {
             return Err(ProtocolError::InvalidPayload("zero Golomb parameter"));
         }
         let label_len = n
             .checked_mul(usize::from(label_width))
             .ok_or(ProtocolError::InvalidPayload("label block length"))?;
-        let rest = &bytes[PAYLOAD_HEADER_LEN..];
-        if rest.len() < label_len {
-            return Err(ProtocolError::InvalidPayload("truncated label block"));
-        }
-        let (labels, stream) = rest.split_at(label_len);
-        // Each code takes at least one bit: a cheap bound before allocating.
-        if n > stream.len().saturating_mul(8) {
+        let labels = r
+            .take(label_len)
+            .map_err(|_| ProtocolError::InvalidPayload("truncated label block"))?;
+        let stream = r.rest();
+        let coder = Golomb::new(m);
+        // Every code takes at least max(1, b) bits: bound the count by the
+        // bytes actually received before reserving memory for it.
+        let min_code_bits = coder.b.max(1) as usize;
+        if n > stream.len().saturating_mul(8) / min_code_bits {
             return Err(ProtocolError::InvalidPayload(
                 "count exceeds the bit stream",
             ));
         }
         let max = if f == 64 { u64::MAX } else { (1u64 << f) - 1 };
-        let coder = Golomb::new(m);
-        let mut r = BitReader::new(stream);
+        let mut bits = BitReader::new(stream);
         let mut fingerprints = Vec::with_capacity(n);
         let mut acc = 0u64;
         for _ in 0..n {
             let gap = coder
-                .decode(&mut r)
+                .decode(&mut bits)
                 .ok_or(ProtocolError::InvalidPayload("truncated bit stream"))?;
             acc = acc
                 .checked_add(gap)
@@ -232,12 +252,67 @@ impl<'a> Payload<'a> {
                 .ok_or(ProtocolError::InvalidPayload("fingerprint out of range"))?;
             fingerprints.push(acc);
         }
+        if !bits.rest_is_zero() {
+            return Err(ProtocolError::InvalidPayload("non-zero padding"));
+        }
         Ok(Payload {
             fingerprint_bits: f,
             label_width,
             fingerprints,
             labels,
         })
+    }
+
+    /// [`Payload::decode`] for a payload whose shape the caller knows from
+    /// the index description: the fingerprint width must be `f` and the count
+    /// at most `max_entries`, both checked before any allocation.
+    ///
+    /// # Errors
+    ///
+    /// [`ProtocolError::InvalidPayload`] naming what is wrong.
+    pub fn decode_expecting(
+        bytes: &'a [u8],
+        f: u32,
+        max_entries: u32,
+    ) -> Result<Self, ProtocolError> {
+        let mut r = Reader::new(bytes);
+        let header = r
+            .array::<PAYLOAD_HEADER_LEN>()
+            .map_err(|_| ProtocolError::InvalidPayload("shorter than its header"))?;
+        if u32::from(header[2]) != f {
+            return Err(ProtocolError::InvalidPayload(
+                "fingerprint width differs from the index's",
+            ));
+        }
+        let n = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        if n > max_entries {
+            return Err(ProtocolError::InvalidPayload(
+                "more entries than the index's buckets hold",
+            ));
+        }
+        Self::decode(bytes)
+    }
+
+    /// The breach mask of the number whose PRF output is `output`, or `None`
+    /// when its fingerprint is not in this bucket.
+    ///
+    /// Bit `i` of the mask stands for breach `i` of the index's breach table.
+    /// A payload without labels belongs to an index of one breach set and
+    /// answers `u32::MAX` (every breach of the table). A label is decrypted
+    /// with the key derived from `output` (DESIGN.md, "Labels"), so only the
+    /// client that evaluated this very number can read it.
+    pub fn breach_mask(&self, output: &Output) -> Option<u32> {
+        let fp = fingerprint(output, self.fingerprint_bits);
+        let i = self.find(fp).next()?;
+        let Some(sealed) = self.label(i) else {
+            return Some(u32::MAX);
+        };
+        let mut label = [0u8; MAX_LABEL_WIDTH];
+        // `decode` bounds the width by MAX_LABEL_WIDTH, so this cannot be short.
+        let w = sealed.len().min(MAX_LABEL_WIDTH);
+        label[..w].copy_from_slice(&sealed[..w]);
+        seal_label(output, &mut label[..w]);
+        Some(u32::from_le_bytes(label))
     }
 
     /// The position of every entry equal to `fp` (usually none or one).
@@ -428,6 +503,16 @@ impl<'a> BitReader<'a> {
 
     fn remaining(&self) -> usize {
         (self.bytes.len() * 8).saturating_sub(self.pos)
+    }
+
+    /// Whether every bit from `pos` to the end is zero (the padding).
+    fn rest_is_zero(&self) -> bool {
+        let byte = self.pos / 8;
+        let Some(&first) = self.bytes.get(byte) else {
+            return true;
+        };
+        let shift = self.pos % 8;
+        first >> shift == 0 && self.bytes[byte + 1..].iter().all(|&b| b == 0)
     }
 
     fn read(&mut self, bits: u32) -> Option<u64> {

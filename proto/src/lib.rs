@@ -7,47 +7,54 @@
 //!
 //! # Layout
 //!
-//! * [`oprf`]: RFC 9497 OPRF (0x00) and VOPRF (0x01): `blind`, `blind_evaluate`,
-//!   `finalize`, `evaluate`, `derive_key_pair`, batched DLEQ proofs.
-//! * [`phone`]: one canonicalisation of phone numbers to E.164, shape rules only.
-//! * [`bucket`]: bucket values, prefix arithmetic, fingerprints, labels and
-//!   the Golomb-coded bucket payload.
+//! The modules are private; everything public is in the one flat list of
+//! exports below (`breachcheck_proto::Thing`, never `…::module::Thing`).
+//!
+//! * `oprf`: RFC 9497 OPRF (0x00) and VOPRF (0x01): [`blind`],
+//!   [`ServerKey::blind_evaluate`], [`finalize`], [`ServerKey::evaluate`],
+//!   [`ServerKey::derive_key_pair`], batched DLEQ proofs.
+//! * `phone`: one canonicalisation of phone numbers to E.164 ([`PhoneNumber`]),
+//!   shape rules only.
+//! * `bucket`: bucket values, prefix arithmetic, fingerprints, labels and
+//!   the Golomb-coded bucket [`Payload`].
+//! * `codec`: [`Reader`], the one byte cursor of every fixed-layout decoder.
 //! * [`pb`]: the generated gRPC messages, client and server.
-//! * [`ProtocolError`]: the one error type of this crate.
+//! * `error`: [`ProtocolError`], the one error type of this crate.
 //!
 //! # The protocol in one example
 //!
 //! ```
-//! use breachcheck_proto::{bucket, oprf, Mode, PhoneNumber, Region, ServerKey};
+//! use breachcheck_proto::{blind_batch, fingerprint, finalize, Mode, PhoneNumber, Region, ServerKey};
 //!
 //! let mut rng = rand::rng();
 //! // Server: a key, and the index entry for a leaked number.
 //! let key = ServerKey::random(Mode::Voprf, &mut rng);
 //! let leaked = PhoneNumber::parse("+86 138-0013-8000", None)?;
-//! let stored = bucket::fingerprint(&key.evaluate(leaked.as_bytes())?, 44);
+//! let stored = fingerprint(&key.evaluate(leaked.as_bytes())?, 44);
 //!
 //! // Client: canonicalise and blind its own number; only `blinded` is sent.
 //! let mine = PhoneNumber::parse("13800138000", Some(Region::cn()))?;
 //! let inputs = [mine.as_bytes()];
-//! let (blinds, blinded) = oprf::blind_batch(Mode::Voprf, &inputs, &mut rng)?;
+//! let (blinds, blinded) = blind_batch(Mode::Voprf, &inputs, &mut rng)?;
 //!
 //! // Server: evaluate the batch with one proof.
 //! let eval = key.blind_evaluate(&blinded, &mut rng)?;
 //!
 //! // Client: verify the proof against the pinned key, unblind, compare.
 //! let proof = eval.proof.as_ref().ok_or(breachcheck_proto::ProtocolError::Verify)?;
-//! let out = oprf::finalize(
+//! let out = finalize(
 //!     Mode::Voprf, &inputs, &blinds, &blinded, &eval.elements,
 //!     Some((key.public_key(), proof)),
 //! )?;
-//! assert_eq!(bucket::fingerprint(&out[0], 44), stored);
+//! assert_eq!(fingerprint(&out[0], 44), stored);
 //! # Ok::<(), breachcheck_proto::ProtocolError>(())
 //! ```
 
-pub mod bucket;
+mod bucket;
+mod codec;
 mod error;
-pub mod oprf;
-pub mod phone;
+mod oprf;
+mod phone;
 
 /// The generated gRPC code for `breachcheck.v1` (messages, client, server).
 pub mod pb {
@@ -60,12 +67,21 @@ pub mod pb {
         tonic::include_file_descriptor_set!("breachcheck_descriptor");
 }
 
+// Exports: the whole public surface, in one list.
+pub use bucket::{
+    BUCKET_CONTEXT, FALSE_POSITIVE_BITS, LABEL_CONTEXT, MAX_BUCKET_BITS, MAX_LABEL_WIDTH,
+    PAYLOAD_HEADER_LEN, PAYLOAD_VERSION, Payload, bucket_value, buckets_under_prefix,
+    encode_payload, fingerprint, fingerprint_bits_for, golomb_parameter, label_key, seal_label,
+    top_bits,
+};
+pub use codec::{CodecError, Reader};
 pub use error::{ProtocolError, Result};
 pub use oprf::{
-    Blind, BlindEvaluation, BlindedElement, EvaluatedElement, Mode, Output, Proof, PublicKey,
-    ServerKey,
+    Blind, BlindEvaluation, BlindedElement, ELEMENT_LEN, EvaluatedElement, MAX_INPUT_LEN,
+    MAX_PROOF_BATCH, Mode, OUTPUT_LEN, Output, PROOF_LEN, Proof, PublicKey, SCALAR_LEN, SUITE,
+    ServerKey, blind, blind_batch, finalize,
 };
-pub use phone::{PhoneError, PhoneNumber, Region};
+pub use phone::{PhoneError, PhoneNumber, Region, mask};
 
 /// The fully-qualified gRPC service name.
 pub const SERVICE_NAME: &str = "breachcheck.v1.BreachCheck";

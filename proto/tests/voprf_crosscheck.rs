@@ -2,8 +2,8 @@
 //! curve25519-dalek 4): byte-level, in both directions, on random inputs and
 //! batches. The two implementations share no code.
 
-use breachcheck_proto::oprf::{self, Mode};
 use breachcheck_proto::{BlindedElement, EvaluatedElement, Proof, PublicKey, ServerKey};
+use breachcheck_proto::{Mode, blind_batch, finalize};
 use rand::RngExt;
 use voprf::{Group, Ristretto255};
 
@@ -71,7 +71,7 @@ fn our_client_accepts_voprf_evaluations() {
         let pk = PublicKey::from_bytes(&pk_bytes).expect("pk");
         let n = 1 + round % 31;
         let inputs: Vec<Vec<u8>> = (0..n).map(|_| random_input(&mut rng)).collect();
-        let (blinds, blinded) = oprf::blind_batch(Mode::Voprf, &inputs, &mut rng).expect("blind");
+        let (blinds, blinded) = blind_batch(Mode::Voprf, &inputs, &mut rng).expect("blind");
         let theirs: Vec<voprf::BlindedElement<Cs>> = blinded
             .iter()
             .map(|b| voprf::BlindedElement::<Cs>::deserialize(b.as_bytes()).expect("decode"))
@@ -85,7 +85,7 @@ fn our_client_accepts_voprf_evaluations() {
             .map(|m| EvaluatedElement::from_bytes(&m.serialize()).expect("decode theirs"))
             .collect();
         let proof = Proof::from_bytes(&result.proof.serialize()).expect("proof");
-        let out = oprf::finalize(
+        let out = finalize(
             Mode::Voprf,
             &inputs,
             &blinds,

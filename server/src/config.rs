@@ -174,7 +174,7 @@ impl Config {
     ///
     /// [`ServerError::Input`] naming the bad field.
     pub fn validate(&self) -> Result<()> {
-        if self.max_batch == 0 || self.max_batch > breachcheck_proto::oprf::MAX_PROOF_BATCH as u32 {
+        if self.max_batch == 0 || self.max_batch > breachcheck_proto::MAX_PROOF_BATCH as u32 {
             return Err(ServerError::Input("max_batch must be 1..=65535".into()));
         }
         if self.max_prefixes == 0 {

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 
-use breachcheck_proto::phone::mask;
+use breachcheck_proto::mask;
 use breachcheck_proto::{PhoneError, PhoneNumber, Region};
 use serde::Serialize;
 

@@ -430,7 +430,7 @@ fn inspect(path: &PathBuf, verify: bool, json: bool) -> anyhow::Result<ExitCode>
         let v = serde_json::json!({
             "path": path,
             "format_version": index::VERSION,
-            "suite": breachcheck_proto::oprf::SUITE,
+            "suite": breachcheck_proto::SUITE,
             "mode": h.mode,
             "index_id": hex::encode(h.index_id),
             "public_key": hex::encode(h.public_key),
@@ -453,7 +453,7 @@ fn inspect(path: &PathBuf, verify: bool, json: bool) -> anyhow::Result<ExitCode>
         println!("format version   {}", index::VERSION);
         println!(
             "suite            {} (mode {} = VOPRF)",
-            breachcheck_proto::oprf::SUITE,
+            breachcheck_proto::SUITE,
             h.mode
         );
         println!("index id         {}", hex::encode(h.index_id));

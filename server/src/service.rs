@@ -9,12 +9,13 @@ use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
+use breachcheck_proto as proto;
 use breachcheck_proto::pb::breach_check_server::{BreachCheck, BreachCheckServer};
 use breachcheck_proto::pb::{
     Breach, BucketChunk, EvaluateRequest, EvaluateResponse, GetBucketsRequest, GetIndexInfoRequest,
     IndexInfo,
 };
-use breachcheck_proto::{BlindedElement, ServerKey, bucket, oprf};
+use breachcheck_proto::{BlindedElement, ServerKey};
 use rayon::prelude::*;
 use tokio::net::TcpListener;
 use tokio_stream::Stream;
@@ -221,7 +222,7 @@ impl Service {
         let served = self.state.current();
         let h = served.index.header();
         IndexInfo {
-            suite: oprf::SUITE.into(),
+            suite: proto::SUITE.into(),
             mode: u32::from(h.mode),
             public_key: h.public_key.to_vec(),
             index_id: h.index_id.to_vec(),
@@ -273,7 +274,7 @@ impl Service {
         if let Some(i) = req
             .blinded_elements
             .iter()
-            .position(|b| b.len() != oprf::ELEMENT_LEN)
+            .position(|b| b.len() != proto::ELEMENT_LEN)
         {
             return Err(Status::invalid_argument(format!(
                 "blinded_elements[{i}]: {}",
@@ -368,7 +369,7 @@ impl Service {
         let index = served.index.clone();
         let chunks = prefixes
             .into_iter()
-            .flat_map(move |p| bucket::buckets_under_prefix(p, j, k))
+            .flat_map(move |p| proto::buckets_under_prefix(p, j, k))
             .map(move |b| {
                 index
                     .bucket_bytes(b)
@@ -433,7 +434,7 @@ impl BreachCheck for Service {
 
 /// Largest request the server decodes: a full batch of elements plus framing.
 pub fn max_request_bytes(max_batch: u32) -> usize {
-    max_batch as usize * (oprf::ELEMENT_LEN + 3) + 1024
+    max_batch as usize * (proto::ELEMENT_LEN + 3) + 1024
 }
 
 /// Serves the BreachCheck service, health and reflection on `listener` until

@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use breachcheck_client::{Client, ClientError};
+use breachcheck_proto as proto;
 use breachcheck_proto::pb::breach_check_client::BreachCheckClient;
 use breachcheck_proto::pb::breach_check_server::{BreachCheck, BreachCheckServer};
 use breachcheck_proto::pb::{self, EvaluateRequest, GetBucketsRequest, GetIndexInfoRequest};
-use breachcheck_proto::{BlindedElement, Mode, ServerKey, oprf};
+use breachcheck_proto::{BlindedElement, Mode, ServerKey};
 use breachcheck_server::config::{Config, Quota};
 use breachcheck_server::service::Service;
 use breachcheck_server::{AppState, Served};
@@ -479,7 +480,7 @@ async fn raw(url: &str) -> BreachCheckClient<tonic::transport::Channel> {
 
 fn blinded(n: usize) -> Vec<Vec<u8>> {
     let inputs: Vec<String> = (0..n).map(|i| format!("+8613800{i:06}")).collect();
-    let (_, b) = oprf::blind_batch(Mode::Voprf, &inputs, &mut rand::rng()).expect("blind");
+    let (_, b) = proto::blind_batch(Mode::Voprf, &inputs, &mut rand::rng()).expect("blind");
     b.iter().map(|x| x.to_bytes().to_vec()).collect()
 }
 

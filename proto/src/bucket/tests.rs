@@ -141,3 +141,91 @@ proptest! {
         let _ = Payload::decode(&bytes);
     }
 }
+
+#[test]
+fn label_width_above_4_is_rejected() {
+    // See: #9. A width of 8 used to decode, and the client then panicked
+    // copying an 8-byte label into a 4-byte mask.
+    let fps = sorted_random(50, 44, 5);
+    let bytes = encode_payload(&fps, &[0; 50 * 4], 4, 44, 0).expect("encode");
+    let mut wide = bytes[..PAYLOAD_HEADER_LEN].to_vec();
+    wide[1] = 8;
+    wide.extend_from_slice(&vec![0; 50 * 8]);
+    wide.extend_from_slice(&bytes[PAYLOAD_HEADER_LEN + 50 * 4..]);
+    assert_eq!(
+        Payload::decode(&wide),
+        Err(ProtocolError::InvalidPayload("label width above 4 bytes"))
+    );
+    assert!(encode_payload(&fps, &vec![0; 50 * 8], 8, 44, 0).is_err());
+}
+
+#[test]
+fn non_zero_reserved_byte_or_padding_is_rejected() {
+    let fps = sorted_random(100, 44, 9);
+    let bytes = encode_payload(&fps, &[], 0, 44, 2_000).expect("encode");
+    assert!(Payload::decode(&bytes).is_ok());
+    let mut bad = bytes.clone();
+    bad[3] = 1;
+    assert_eq!(
+        Payload::decode(&bad),
+        Err(ProtocolError::InvalidPayload("non-zero reserved byte"))
+    );
+    let mut bad = bytes.clone();
+    *bad.last_mut().expect("padded") = 0x80;
+    assert_eq!(
+        Payload::decode(&bad),
+        Err(ProtocolError::InvalidPayload("non-zero padding"))
+    );
+}
+
+#[test]
+fn decode_expecting_checks_width_and_count_before_decoding() {
+    let fps = sorted_random(100, 44, 9);
+    let bytes = encode_payload(&fps, &[], 0, 44, 0).expect("encode");
+    assert!(Payload::decode_expecting(&bytes, 44, 100).is_ok());
+    assert!(Payload::decode_expecting(&bytes, 45, 100).is_err());
+    assert!(Payload::decode_expecting(&bytes, 44, 99).is_err());
+    assert!(Payload::decode_expecting(&bytes[..5], 44, 100).is_err());
+}
+
+#[test]
+fn count_is_bounded_by_the_bytes_received() {
+    // A tiny payload that claims 2^32 - 1 entries with m = 1 (one bit each)
+    // must be refused before a vector of that size is reserved.
+    let mut bytes = vec![PAYLOAD_VERSION, 0, 44, 0];
+    bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+    bytes.extend_from_slice(&1u64.to_le_bytes());
+    bytes.extend_from_slice(&[0xFF; 64]);
+    assert_eq!(
+        Payload::decode(&bytes),
+        Err(ProtocolError::InvalidPayload(
+            "count exceeds the bit stream"
+        ))
+    );
+}
+
+#[test]
+fn breach_mask_decrypts_the_label_of_the_matching_entry() {
+    let mut fps = sorted_random(200, 44, 11);
+    let mut out = [0u8; 64];
+    out[..8].copy_from_slice(&0x1234_5678_9abc_u64.wrapping_shl(20).to_be_bytes());
+    let fp = fingerprint(&out, 44);
+    fps.push(fp);
+    fps.sort_unstable();
+    fps.dedup();
+    let i = fps.iter().position(|&x| x == fp).expect("inserted");
+    let mut labels = vec![0u8; fps.len() * 4];
+    let mut mine = 0b101u32.to_le_bytes();
+    seal_label(&out, &mut mine);
+    labels[i * 4..i * 4 + 4].copy_from_slice(&mine);
+    let bytes = encode_payload(&fps, &labels, 4, 44, 0).expect("encode");
+    let p = Payload::decode(&bytes).expect("decode");
+    assert_eq!(p.breach_mask(&out), Some(0b101));
+    let mut other = out;
+    other[0] ^= 0x80;
+    assert_eq!(p.breach_mask(&other), None);
+
+    let unlabelled = encode_payload(&fps, &[], 0, 44, 0).expect("encode");
+    let p = Payload::decode(&unlabelled).expect("decode");
+    assert_eq!(p.breach_mask(&out), Some(u32::MAX));
+}

@@ -18,8 +18,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use breachcheck_proto::bucket::{
-    self, MAX_BUCKET_BITS, encode_payload, fingerprint_bits_for, seal_label, top_bits,
+use breachcheck_proto as proto;
+use breachcheck_proto::{
+    MAX_BUCKET_BITS, encode_payload, fingerprint_bits_for, seal_label, top_bits,
 };
 use breachcheck_proto::{PhoneNumber, Region, ServerKey};
 use rayon::prelude::*;
@@ -239,7 +240,7 @@ impl Spill {
 /// this is lossless), its breach set, and its bucket value.
 fn pack_number(n: &PhoneNumber, mask: u32) -> ([u8; REC], u32) {
     let digits: u64 = n.as_str()[1..].parse().unwrap_or(0);
-    let bv = bucket::bucket_value(n.as_bytes());
+    let bv = proto::bucket_value(n.as_bytes());
     let mut r = [0u8; REC];
     r[..8].copy_from_slice(&digits.to_le_bytes());
     r[8..12].copy_from_slice(&mask.to_le_bytes());
@@ -536,7 +537,7 @@ fn evaluated_record(r: &[u8; REC], out: &breachcheck_proto::Output, label_width:
         seal_label(out, &mut label[..usize::from(label_width)]);
     }
     let mut e = [0u8; REC];
-    e[..8].copy_from_slice(&bucket::fingerprint(out, 64).to_le_bytes());
+    e[..8].copy_from_slice(&proto::fingerprint(out, 64).to_le_bytes());
     e[8..12].copy_from_slice(&label);
     e[12..].copy_from_slice(&r[12..16]);
     e
@@ -563,7 +564,7 @@ fn encode_buckets(
         for part in group * parts_per_group..(group + 1) * parts_per_group {
             ents.append(&mut spill.take(part)?);
         }
-        let range = bucket::buckets_under_prefix(group as u32, group_bits, k);
+        let range = proto::buckets_under_prefix(group as u32, group_bits, k);
         let mut by_bucket: Vec<Vec<(u64, u32)>> = vec![Vec::new(); range.len()];
         for e in &ents {
             let b = top_bits(u32_of(e, 12), k) - range.start;

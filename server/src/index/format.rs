@@ -167,7 +167,7 @@ impl Header {
         if h.mode != 1 {
             return Err(IndexFault::Field("mode"));
         }
-        if h.bucket_bits > breachcheck_proto::bucket::MAX_BUCKET_BITS {
+        if h.bucket_bits > breachcheck_proto::MAX_BUCKET_BITS {
             return Err(IndexFault::Field("bucket_bits"));
         }
         if !(1..=64).contains(&h.fingerprint_bits) {

@@ -21,7 +21,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use breachcheck_proto::oprf::{self, Mode};
+use breachcheck_proto as proto;
+use breachcheck_proto::Mode;
 use breachcheck_proto::{BlindedElement, EvaluatedElement, ServerKey};
 use curve25519_dalek::ristretto::RistrettoPoint;
 use curve25519_dalek::scalar::Scalar;
@@ -191,7 +192,7 @@ fn protocol(r: &mut Report) {
     let mut rng = rand::rng();
     let key = ServerKey::random(Mode::Voprf, &mut rng);
     let inputs: Vec<String> = (0..1024).map(|i| format!("+86138{i:08}")).collect();
-    let (_, blinded) = oprf::blind_batch(Mode::Voprf, &inputs, &mut rng).unwrap();
+    let (_, blinded) = proto::blind_batch(Mode::Voprf, &inputs, &mut rng).unwrap();
     let wire: Vec<[u8; 32]> = blinded.iter().map(|b| b.to_bytes()).collect();
     let compressed: Vec<curve25519_dalek::ristretto::CompressedRistretto> = wire
         .iter()
@@ -235,7 +236,7 @@ fn protocol(r: &mut Report) {
             }
         },
         || {
-            let (blinds, b) = oprf::blind_batch(Mode::Voprf, &inputs, &mut rand::rng()).unwrap();
+            let (blinds, b) = proto::blind_batch(Mode::Voprf, &inputs, &mut rand::rng()).unwrap();
             black_box(&b);
             let e: Vec<EvaluatedElement> = ev_wire
                 .iter()
@@ -243,7 +244,7 @@ fn protocol(r: &mut Report) {
                 .collect();
             // Verification and unblinding against the real evaluation of these
             // inputs (the fresh blinds above only time the blinding step).
-            let _ = black_box(oprf::finalize(
+            let _ = black_box(proto::finalize(
                 Mode::Voprf,
                 &inputs,
                 &blinds,
@@ -570,7 +571,7 @@ fn grpc_figures(addr: &str) -> GrpcFig {
             .unwrap()
             .into_inner();
         let inputs: Vec<String> = (0..1024).map(|i| format!("+86139{i:08}")).collect();
-        let (_, blinded) = oprf::blind_batch(Mode::Voprf, &inputs, &mut rand::rng()).unwrap();
+        let (_, blinded) = proto::blind_batch(Mode::Voprf, &inputs, &mut rand::rng()).unwrap();
         let wire: Vec<Vec<u8>> = blinded.iter().map(|b| b.to_bytes().to_vec()).collect();
         let req = |n: usize| EvaluateRequest {
             index_id: info.index_id.clone(),
