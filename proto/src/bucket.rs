@@ -169,9 +169,9 @@ pub fn encode_payload(
     Ok(out)
 }
 
-/// A decoded view of a payload.
+/// A decoded payload, owned: what a client keeps of a bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Payload<'a> {
+pub struct Payload {
     /// Fingerprint width `f`.
     pub fingerprint_bits: u32,
     /// Bytes per label (0: no labels).
@@ -179,10 +179,10 @@ pub struct Payload<'a> {
     /// The sorted fingerprints.
     pub fingerprints: Vec<u64>,
     /// `label_width` bytes per fingerprint, in the same order.
-    pub labels: &'a [u8],
+    pub labels: Vec<u8>,
 }
 
-impl<'a> Payload<'a> {
+impl Payload {
     /// Decodes a payload strictly (docs/PROTOCOL.md §4): the version, a
     /// label width of at most [`MAX_LABEL_WIDTH`] bytes, a zero reserved
     /// byte, `1 ≤ f ≤ 64`, a non-zero Golomb parameter, every Golomb code
@@ -197,7 +197,7 @@ impl<'a> Payload<'a> {
     /// # Errors
     ///
     /// [`ProtocolError::InvalidPayload`] naming what is wrong.
-    pub fn decode(bytes: &'a [u8]) -> Result<Self, ProtocolError> {
+    pub fn decode(bytes: &[u8]) -> Result<Self, ProtocolError> {
         let short = |_| ProtocolError::InvalidPayload("shorter than its header");
         let mut r = Reader::new(bytes);
         if r.u8().map_err(short)? != PAYLOAD_VERSION {
@@ -259,7 +259,7 @@ impl<'a> Payload<'a> {
             fingerprint_bits: f,
             label_width,
             fingerprints,
-            labels,
+            labels: labels.to_vec(),
         })
     }
 
@@ -271,7 +271,7 @@ impl<'a> Payload<'a> {
     ///
     /// [`ProtocolError::InvalidPayload`] naming what is wrong.
     pub fn decode_expecting(
-        bytes: &'a [u8],
+        bytes: &[u8],
         f: u32,
         max_entries: u32,
     ) -> Result<Self, ProtocolError> {
@@ -328,7 +328,7 @@ impl<'a> Payload<'a> {
     }
 
     /// The sealed label of entry `i`.
-    pub fn label(&self, i: usize) -> Option<&'a [u8]> {
+    pub fn label(&self, i: usize) -> Option<&[u8]> {
         let w = usize::from(self.label_width);
         if w == 0 {
             return None;

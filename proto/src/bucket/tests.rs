@@ -133,7 +133,7 @@ proptest! {
         let bytes = encode_payload(&fps, &labels, width, f, 0).expect("encode");
         let p = Payload::decode(&bytes).expect("decode");
         prop_assert_eq!(&p.fingerprints, &fps);
-        prop_assert_eq!(p.labels, &labels[..]);
+        prop_assert_eq!(&p.labels[..], &labels[..]);
     }
 
     #[test]
