@@ -17,6 +17,8 @@
 //!   shape rules only.
 //! * `bucket`: bucket values, prefix arithmetic, fingerprints, labels and
 //!   the Golomb-coded bucket [`Payload`].
+//! * `merkle`: the bucket Merkle tree ([`MerkleTree`], [`verify_bucket`]) and
+//!   the index id ([`IndexLayout::index_id`]) that binds key, layout and buckets.
 //! * `codec`: [`Reader`], the one byte cursor of every fixed-layout decoder.
 //! * [`pb`]: the generated gRPC messages, client and server.
 //! * `error`: [`ProtocolError`], the one error type of this crate.
@@ -53,6 +55,7 @@
 mod bucket;
 mod codec;
 mod error;
+mod merkle;
 mod oprf;
 mod phone;
 
@@ -76,6 +79,10 @@ pub use bucket::{
 };
 pub use codec::{CodecError, Reader};
 pub use error::{ProtocolError, Result};
+pub use merkle::{
+    INDEX_ID_CONTEXT, IndexLayout, LEAF_CONTEXT, MERKLE_HASH_LEN, MerkleTree, NODE_CONTEXT,
+    leaf_hash, node_hash, verify_bucket,
+};
 pub use oprf::{
     Blind, BlindEvaluation, BlindedElement, ELEMENT_LEN, EvaluatedElement, MAX_INPUT_LEN,
     MAX_PROOF_BATCH, Mode, OUTPUT_LEN, Output, PROOF_LEN, Proof, PublicKey, SCALAR_LEN, SUITE,

@@ -10,7 +10,12 @@
 //!
 //! 1. Strip a `tel:` prefix and an extension (`ext`, `x`, `#`, `;ext=`).
 //! 2. Keep digits (ASCII and full-width), drop separators (space, `-`, `.`,
-//!    `(`, `)`, `/`, NBSP); a `+` may only lead. Letters are an error.
+//!    `(`, `)`, `/`, NBSP and their full-width forms) and invisible characters
+//!    (zero-width space/joiners, word joiner, a byte-order mark); a `+` may
+//!    only lead. Letters are an error. A `(0)` right after an international
+//!    country code is the national trunk prefix written out of habit
+//!    (`+44 (0)20 …`) and is dropped (except for Italy, +39, where the 0 is
+//!    part of the number).
 //! 3. International form: `+CC…`, `00CC…` (and `011CC…` from NANP regions).
 //!    Otherwise the number is national to the default region: its trunk prefix
 //!    is stripped and its country code put in front. From CN, a 13-digit
@@ -231,9 +236,15 @@ impl PhoneNumber {
     ///
     /// A [`PhoneError`] saying why the input is not a number.
     pub fn parse(input: &str, default_region: Option<Region>) -> Result<Self, PhoneError> {
-        let (plus, digits, n) = scan(input)?;
-        let digits = &digits[..n];
-        let (cc, national) = split_country(plus, digits, default_region)?;
+        let scan = scan(input)?;
+        let digits = &scan.digits[..scan.n];
+        let (cc, mut national) = split_country(scan.plus, digits, default_region)?;
+        // "(0)" right after an international country code: a trunk prefix.
+        let international = scan.plus || digits.starts_with(b"00");
+        let national_at = digits.len() - national.len();
+        if international && cc != 39 && scan.trunk_zero == Some(national_at) {
+            national = &national[1..];
+        }
         validate(cc, national)?;
         let mut buf = [0u8; 1 + MAX_DIGITS];
         buf[0] = b'+';
@@ -305,8 +316,8 @@ impl fmt::Display for PhoneNumber {
     }
 }
 
-/// Steps 1 and 2: returns (leading plus, digits, count).
-fn scan(input: &str) -> Result<(bool, [u8; SCAN_DIGITS], usize), PhoneError> {
+/// Steps 1 and 2.
+fn scan(input: &str) -> Result<Scan, PhoneError> {
     let mut s = input.trim();
     if s.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("tel:")) {
         s = &s[4..];
@@ -314,6 +325,10 @@ fn scan(input: &str) -> Result<(bool, [u8; SCAN_DIGITS], usize), PhoneError> {
     let mut digits = [0u8; SCAN_DIGITS];
     let mut n = 0usize;
     let mut plus = false;
+    // Digit count at the last '(' and, when a group held exactly "0", the
+    // position of that 0 (a possible "(0)" trunk prefix).
+    let mut open: Option<usize> = None;
+    let mut trunk_zero = None;
     for (i, c) in s.char_indices() {
         let digit = match c {
             '0'..='9' => Some(c as u8),
@@ -331,17 +346,30 @@ fn scan(input: &str) -> Result<(bool, [u8; SCAN_DIGITS], usize), PhoneError> {
         }
         match c {
             '+' | '\u{FF0B}' if n == 0 && !plus => plus = true,
+            '(' | '\u{FF08}' => open = Some(n),
+            ')' | '\u{FF09}' => {
+                if let Some(at) = open.take()
+                    && n == at + 1
+                    && digits[at] == b'0'
+                {
+                    trunk_zero = Some(at);
+                }
+            }
             ' '
             | '\t'
             | '-'
             | '.'
-            | '('
-            | ')'
             | '/'
             | '\u{00A0}'
             | '\u{2010}'..='\u{2015}'
             | '\u{FF0D}'
-            | '\u{3000}' => {}
+            | '\u{FF0E}'
+            | '\u{FF0F}'
+            | '\u{3000}'
+            // Invisible: zero-width space, non-joiner, joiner, word joiner, BOM.
+            | '\u{200B}'..='\u{200D}'
+            | '\u{2060}'
+            | '\u{FEFF}' => {}
             // An extension ends the number: "ext", "x", "#", ";ext=".
             '#' | ';' if n > 0 => break,
             'x' | 'X' | 'e' | 'E' if n > 0 && is_extension(&s[i..]) => break,
@@ -352,7 +380,23 @@ fn scan(input: &str) -> Result<(bool, [u8; SCAN_DIGITS], usize), PhoneError> {
     if n == 0 {
         return Err(PhoneError::Empty);
     }
-    Ok((plus, digits, n))
+    Ok(Scan {
+        plus,
+        digits,
+        n,
+        trunk_zero,
+    })
+}
+
+/// What step 2 keeps of the input.
+struct Scan {
+    /// A leading `+`.
+    plus: bool,
+    digits: [u8; SCAN_DIGITS],
+    /// Digits used in `digits`.
+    n: usize,
+    /// Index in `digits` of a `0` written alone in parentheses.
+    trunk_zero: Option<usize>,
 }
 
 /// Whether `rest` (starting at a letter) is an extension marker followed by digits.
