@@ -19,6 +19,8 @@
 //!   the Golomb-coded bucket [`Payload`].
 //! * `merkle`: the bucket Merkle tree ([`MerkleTree`], [`verify_bucket`]) and
 //!   the index id ([`IndexLayout::index_id`]) that binds key, layout and buckets.
+//! * `text`: [`TextReader`], the one reader of number lists and dumps (BOM,
+//!   UTF-16, a line-length cap), so both sides read a file the same way.
 //! * `codec`: [`Reader`], the one byte cursor of every fixed-layout decoder.
 //! * [`pb`]: the generated gRPC messages, client and server.
 //! * `error`: [`ProtocolError`], the one error type of this crate.
@@ -58,6 +60,7 @@ mod error;
 mod merkle;
 mod oprf;
 mod phone;
+mod text;
 
 /// The generated gRPC code for `breachcheck.v1` (messages, client, server).
 pub mod pb {
@@ -89,6 +92,7 @@ pub use oprf::{
     ServerKey, blind, blind_batch, finalize,
 };
 pub use phone::{PhoneError, PhoneNumber, Region, mask};
+pub use text::{MAX_LINE, OVERLONG_LINE, TextEncoding, TextReader};
 
 /// The fully-qualified gRPC service name.
 pub const SERVICE_NAME: &str = "breachcheck.v1.BreachCheck";
