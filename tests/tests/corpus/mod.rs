@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-#[path = "../../fuzz/targets.rs"]
+#[path = "../../../fuzz/targets.rs"]
 mod targets;
 
 #[test]
