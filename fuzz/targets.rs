@@ -79,8 +79,11 @@ pub(crate) fn text(data: &[u8]) {
     }
 }
 
+/// A target: its name (the folder of its seeds) and its body.
+pub(crate) type Target = (&'static str, fn(&[u8]));
+
 /// Every target by name, for the replay test.
-pub(crate) const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub(crate) const TARGETS: &[Target] = &[
     ("element", element),
     ("proof", proof),
     ("payload", payload),
