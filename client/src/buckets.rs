@@ -43,10 +43,10 @@ pub const DEFAULT_PREFIX_BITS: u32 = 14;
 const PREFIXES_PER_REQUEST: usize = 1024;
 /// Bytes of decoded payloads kept in memory across chunks.
 const MEMORY_BUDGET: usize = 512 << 20;
-/// The most entries any payload may claim. An honest entry takes more than
-/// 32 bits (`f = 32 + ceil(log2 P)` bits per fingerprint, Golomb-coded to
-/// about `f - log2 P + 1` bits), so a payload that fits the largest message
-/// accepted holds fewer than `MAX_RESPONSE_BYTES / 4` entries.
+/// The most entries any payload may claim. An honest payload spends more
+/// than 32 bits per entry (`f = 32 + ceil(log2 P)`-bit fingerprints
+/// Golomb-code to about `f - log2 P + 1` bits each), so one that fits the
+/// largest message accepted holds fewer than `MAX_RESPONSE_BYTES / 4`.
 const MAX_BUCKET_ENTRIES: u32 = (MAX_RESPONSE_BYTES / 4) as u32;
 
 /// Decoded payloads by bucket number.
