@@ -96,7 +96,7 @@ pub enum ClientError {
     /// A task of the check panicked or was cancelled. The whole check fails:
     /// a lost task never shortens the results into a clean-looking answer.
     #[error(
-        "internal error: the {task} task failed ({source}); no result of this check is reported"
+        "internal error: a {task} task failed ({source}); the check did not finish, so its results are incomplete"
     )]
     TaskFailed {
         /// Which step the task ran.
