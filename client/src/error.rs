@@ -36,9 +36,11 @@ pub enum ClientError {
     /// The quota is used up.
     #[error("{message}; try again then, or ask the operator for a larger quota")]
     QuotaExhausted {
-        /// The server's message, which says when the quota refills.
+        /// The server's message, for people.
         message: String,
-        /// Parsed refill time, if the message carried one.
+        /// When the quota refills: the status's `retry-after` metadata
+        /// (integer seconds), if the server sent it. The message is never
+        /// parsed for it.
         retry_after: Option<Duration>,
     },
     /// The DLEQ proof did not verify: the server did not use the key it
@@ -91,14 +93,29 @@ pub enum ClientError {
     /// A local I/O error (cache, CA file).
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// A task of the check panicked or was cancelled. The whole check fails:
+    /// a lost task never shortens the results into a clean-looking answer.
+    #[error(
+        "internal error: a {task} task failed ({source}); the check did not finish, so its results are incomplete"
+    )]
+    TaskFailed {
+        /// Which step the task ran.
+        task: &'static str,
+        /// Why it ended.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+impl ClientError {
+    /// Whether the server said the index id is unknown or stale
+    /// (NOT_FOUND, FAILED_PRECONDITION): the index was replaced, and
+    /// refetching `IndexInfo` is the fix.
+    pub(crate) fn is_stale_index(&self) -> bool {
+        use tonic::Code;
+        matches!(self, ClientError::Rpc(s) if matches!(s.code(), Code::NotFound | Code::FailedPrecondition))
+    }
 }
 
 /// `Result` with [`ClientError`] as the default error.
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
-
-/// Parses "refills in N s" out of a RESOURCE_EXHAUSTED message.
-pub(crate) fn parse_retry_after(message: &str) -> Option<Duration> {
-    let rest = message.split("refills in ").nth(1)?;
-    let secs: u64 = rest.split_whitespace().next()?.parse().ok()?;
-    Some(Duration::from_secs(secs))
-}

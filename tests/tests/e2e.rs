@@ -12,7 +12,7 @@ use std::time::Duration;
 use breachcheck_client::{Client, ClientError};
 use breachcheck_proto as proto;
 use breachcheck_proto::pb::breach_check_client::BreachCheckClient;
-use breachcheck_proto::pb::breach_check_server::{BreachCheck, BreachCheckServer};
+use breachcheck_proto::pb::breach_check_server::BreachCheck;
 use breachcheck_proto::pb::{self, EvaluateRequest, GetBucketsRequest, GetIndexInfoRequest};
 use breachcheck_proto::{BlindedElement, Mode, ServerKey};
 use breachcheck_server::config::{Config, Quota};
@@ -175,41 +175,6 @@ impl BreachCheck for Liar {
         r: Request<GetBucketsRequest>,
     ) -> Result<Response<Self::GetBucketsStream>, Status> {
         self.inner.get_buckets(r).await
-    }
-}
-
-/// A bare tonic server around a hand-written (lying or flaky) service.
-struct CustomServer {
-    addr: std::net::SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
-    handle: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-}
-
-impl CustomServer {
-    async fn start<S: BreachCheck>(svc: S) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-        let handle = tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(BreachCheckServer::new(svc))
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
-                    async {
-                        let _ = rx.await;
-                    },
-                ),
-        );
-        CustomServer { addr, stop, handle }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.handle.await;
     }
 }
 
@@ -796,6 +761,7 @@ async fn metrics_count_requests_elements_and_rejections() {
 mod binaries;
 mod corpus;
 mod index;
+mod lying;
 
 /// An empty index_id means the current index (the proof still binds the key).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

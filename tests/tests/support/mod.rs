@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use breachcheck_client::Client;
+use breachcheck_proto::pb::breach_check_server::{BreachCheck, BreachCheckServer};
 use breachcheck_server::config::{ApiKeyEntry, Config, Quota};
 use breachcheck_server::index::{BreachMeta, BuildOptions, InputSpec, ProgressMode, build_index};
+use breachcheck_server::service::Service;
 use breachcheck_server::{AppState, Served, corpus, key};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -223,4 +225,48 @@ pub fn binary(name: &str) -> PathBuf {
         p.display()
     );
     p
+}
+
+/// A bare tonic server around a hand-written (lying or flaky) service.
+pub struct CustomServer {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    handle: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl CustomServer {
+    /// Binds 127.0.0.1:0, then serves `svc` until [`CustomServer::stop`].
+    pub async fn start<S: BreachCheck>(svc: S) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(BreachCheckServer::new(svc))
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    async {
+                        let _ = rx.await;
+                    },
+                ),
+        );
+        CustomServer { addr, stop, handle }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.handle.await;
+    }
+}
+
+/// The honest service over the shared fixture, for a hand-written server to
+/// delegate to.
+pub fn fixture_service() -> Service {
+    let f = fixture();
+    let served = Served::load(&f.index, &f.key, false).expect("load");
+    Service::new(Arc::new(AppState::new(served, open_config())))
 }

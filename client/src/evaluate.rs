@@ -1,0 +1,193 @@
+//! The OPRF round trip of RFC 9497, VOPRF mode (DESIGN.md, "The protocol",
+//! steps 1 to 3), for a set of numbers: blind, Evaluate, check the response,
+//! verify the batch proof against the pinned key, finalize.
+//!
+//! ```text
+//! client: blinds, blinded = Blind(x_i)             (fresh random blind each)
+//! server: evaluated, proof = BlindEvaluate(skS, blinded)
+//! client: len(evaluated) == len(blinded), evaluated_i != blinded_i,
+//!         VerifyProof(G, pkS, blinded, evaluated, proof),
+//!         out_i = Finalize(x_i, blind_i, evaluated_i)   (64 bytes)
+//! ```
+//!
+//! The scalar multiplications run on the blocking pool, never on a runtime
+//! worker; batches of up to `max_batch` elements run `concurrency` at a
+//! time. The key checks are here too: which suite and mode this client
+//! speaks, and which key it pins.
+
+use std::sync::Arc;
+
+use breachcheck_proto::pb::IndexInfo;
+use breachcheck_proto::{
+    EvaluatedElement, MAX_PROOF_BATCH, Mode, Output, PhoneNumber, Proof, ProtocolError, PublicKey,
+    SUITE, blind_batch, finalize,
+};
+use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::error::{ClientError, Result};
+use crate::rpc::Rpc;
+use crate::task::{blocking, failed};
+
+/// Evaluates numbers under one index's key, pinned.
+#[derive(Debug, Clone)]
+pub(crate) struct Evaluator {
+    rpc: Rpc,
+    index_id: Vec<u8>,
+    pinned: PublicKey,
+    max_batch: usize,
+    concurrency: usize,
+}
+
+impl Evaluator {
+    /// An evaluator for `info`'s index whose proofs must verify under
+    /// `pinned`.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Protocol`] if `pinned` is not a valid element.
+    pub(crate) fn new(
+        rpc: Rpc,
+        info: &IndexInfo,
+        pinned: &[u8; 32],
+        concurrency: usize,
+    ) -> Result<Self> {
+        Ok(Evaluator {
+            rpc,
+            index_id: info.index_id.clone(),
+            pinned: PublicKey::from_bytes(pinned)?,
+            max_batch: (info.max_batch as usize).clamp(1, MAX_PROOF_BATCH),
+            concurrency: concurrency.max(1),
+        })
+    }
+
+    /// The key this evaluator's proofs must verify under.
+    pub(crate) fn pinned(&self) -> [u8; 32] {
+        self.pinned.to_bytes()
+    }
+
+    /// The verified PRF output of every number, in order.
+    ///
+    /// # Errors
+    ///
+    /// The first error of any batch (the other batches are cancelled):
+    /// [`ClientError::ResponseLength`], [`ClientError::ReflectedElement`],
+    /// [`ClientError::ProofFailed`], an RPC error, or
+    /// [`ClientError::TaskFailed`].
+    pub(crate) async fn evaluate(&self, numbers: &[PhoneNumber]) -> Result<Vec<Output>> {
+        let permits = Arc::new(Semaphore::new(self.concurrency));
+        let mut tasks = JoinSet::new();
+        for (i, batch) in numbers.chunks(self.max_batch).enumerate() {
+            let batch = batch.to_vec();
+            let this = self.clone();
+            let permits = permits.clone();
+            tasks.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                this.evaluate_batch(batch).await.map(|o| (i, o))
+            });
+        }
+        let mut parts = Vec::with_capacity(tasks.len());
+        while let Some(joined) = tasks.join_next().await {
+            // Dropping `tasks` on an early return aborts the other batches.
+            parts.push(joined.map_err(failed("evaluate"))??);
+        }
+        parts.sort_by_key(|(i, _)| *i);
+        Ok(parts.into_iter().flat_map(|(_, o)| o).collect())
+    }
+
+    /// One Evaluate call: blind, send, check, verify, finalize.
+    async fn evaluate_batch(&self, numbers: Vec<PhoneNumber>) -> Result<Vec<Output>> {
+        let inputs = Arc::new(numbers);
+        let to_blind = inputs.clone();
+        let (blinds, blinded) = blocking("blind", move || {
+            let xs: Vec<&[u8]> = to_blind.iter().map(PhoneNumber::as_bytes).collect();
+            blind_batch(Mode::Voprf, &xs, &mut rand::rng())
+        })
+        .await??;
+        let wire: Vec<Vec<u8>> = blinded.iter().map(|b| b.to_bytes().to_vec()).collect();
+        let resp = self.rpc.evaluate(&self.index_id, &wire).await?;
+        if resp.evaluated_elements.len() != blinded.len() {
+            return Err(ClientError::ResponseLength {
+                sent: blinded.len(),
+                got: resp.evaluated_elements.len(),
+            });
+        }
+        let pinned = self.pinned;
+        blocking("finalize", move || {
+            let mut evaluated = Vec::with_capacity(resp.evaluated_elements.len());
+            for (e, b) in resp.evaluated_elements.iter().zip(&blinded) {
+                let e = EvaluatedElement::from_bytes(e)?;
+                // A server returning what it was sent has not evaluated.
+                if bool::from(e.as_bytes().ct_eq(b.as_bytes())) {
+                    return Err(ClientError::ReflectedElement);
+                }
+                evaluated.push(e);
+            }
+            let proof_failed = || ClientError::ProofFailed {
+                pinned: pinned.fingerprint(),
+            };
+            let proof = Proof::from_bytes(&resp.proof).map_err(|_| proof_failed())?;
+            let xs: Vec<&[u8]> = inputs.iter().map(PhoneNumber::as_bytes).collect();
+            finalize(
+                Mode::Voprf,
+                &xs,
+                &blinds,
+                &blinded,
+                &evaluated,
+                Some((&pinned, &proof)),
+            )
+            .map_err(|e| match e {
+                ProtocolError::Verify => proof_failed(),
+                other => other.into(),
+            })
+        })
+        .await?
+    }
+}
+
+/// The public key `info` serves, if its suite and mode are this client's
+/// (ristretto255-SHA512, VOPRF) and the key is a valid element.
+///
+/// # Errors
+///
+/// [`ClientError::UnsupportedIndex`] for another suite or mode or a key that
+/// is not 32 bytes; [`ClientError::Protocol`] for an invalid element.
+pub(crate) fn served_key(info: &IndexInfo) -> Result<[u8; 32]> {
+    if info.suite != SUITE || info.mode != u32::from(Mode::Voprf.id()) {
+        return Err(ClientError::UnsupportedIndex(format!(
+            "suite {:?} mode {}",
+            info.suite, info.mode
+        )));
+    }
+    let served: [u8; 32] = info
+        .public_key
+        .as_slice()
+        .try_into()
+        .map_err(|_| ClientError::UnsupportedIndex("public key is not 32 bytes".into()))?;
+    PublicKey::from_bytes(&served)?;
+    Ok(served)
+}
+
+/// The key to pin for `served`: the one `pinned` already (by the caller or
+/// by an earlier IndexInfo), else `served` itself.
+///
+/// # Errors
+///
+/// [`ClientError::KeyMismatch`] if a pinned key is not `served`.
+pub(crate) fn pin(pinned: Option<[u8; 32]>, served: [u8; 32]) -> Result<[u8; 32]> {
+    match pinned {
+        Some(pin) if pin != served => Err(ClientError::KeyMismatch {
+            pinned: key_fingerprint(&pin),
+            served: key_fingerprint(&served),
+        }),
+        _ => Ok(served),
+    }
+}
+
+/// The human-comparable fingerprint of a key, for error messages.
+fn key_fingerprint(key: &[u8; 32]) -> String {
+    PublicKey::from_bytes(key)
+        .map(|k| k.fingerprint())
+        .unwrap_or_else(|_| hex::encode(&key[..8]))
+}
