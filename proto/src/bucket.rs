@@ -270,11 +270,7 @@ impl Payload {
     /// # Errors
     ///
     /// [`ProtocolError::InvalidPayload`] naming what is wrong.
-    pub fn decode_expecting(
-        bytes: &[u8],
-        f: u32,
-        max_entries: u32,
-    ) -> Result<Self, ProtocolError> {
+    pub fn decode_expecting(bytes: &[u8], f: u32, max_entries: u32) -> Result<Self, ProtocolError> {
         let mut r = Reader::new(bytes);
         let header = r
             .array::<PAYLOAD_HEADER_LEN>()
