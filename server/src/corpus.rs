@@ -154,7 +154,7 @@ pub fn generate_corpus(
 ///
 /// # Errors
 ///
-/// [`ServerError::Io`](crate::ServerError::Io) naming the file that failed.
+/// [`ServerError::Io`](crate::error::ServerError::Io) naming the file that failed.
 pub fn write_corpus(
     out: &Path,
     count: u64,
