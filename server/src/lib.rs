@@ -22,7 +22,7 @@
 //!   * `reader`: the validated, memory-mapped [`Index`].
 //!   * `inspect`: the [`inspect`] report.
 //! * `serve/`: the serve flow, index → gRPC.
-//!   * `mod`: [`serve`] on a bound listener; [`bind`] and [`Bound::run`]
+//!   * `mod`: [`serve()`] on a bound listener; [`bind`] and [`Bound::run`]
 //!     (TLS, metrics endpoint, SIGHUP reload); [`run`].
 //!   * `config`: [`Settings`] (flags, environment, TOML) → [`Config`].
 //!   * `state`: [`AppState`] and the [`Served`] pair.

@@ -2,8 +2,8 @@
 //! health, reflection, API keys, quotas and metrics.
 //!
 //! * `config`: [`Settings`](config::Settings) (flags, environment, TOML) and
-//!   the resolved [`Config`](config::Config).
-//! * `state`: [`AppState`](state::AppState) and the served (index, key) pair,
+//!   the resolved [`Config`].
+//! * `state`: [`AppState`] and the served (index, key) pair,
 //!   swapped atomically on reload.
 //! * `service`: the three handlers, returning `Result<_, Refusal>`.
 //! * `auth`: API keys (`authorization: Bearer`), hashed, constant-time.
