@@ -13,7 +13,11 @@ use breachcheck_proto as proto;
 /// Element and scalar/proof decoding: 32-byte elements, 64-byte proofs.
 pub(crate) fn element(data: &[u8]) {
     if let Ok(e) = proto::BlindedElement::from_bytes(data) {
-        assert_eq!(e.to_bytes().as_slice(), data, "an accepted element is canonical");
+        assert_eq!(
+            e.to_bytes().as_slice(),
+            data,
+            "an accepted element is canonical"
+        );
     }
     if let Ok(e) = proto::EvaluatedElement::from_bytes(data) {
         assert_eq!(e.as_bytes().as_slice(), data);
@@ -24,7 +28,11 @@ pub(crate) fn element(data: &[u8]) {
 /// Proof decoding.
 pub(crate) fn proof(data: &[u8]) {
     if let Ok(p) = proto::Proof::from_bytes(data) {
-        assert_eq!(p.to_bytes().as_slice(), data, "an accepted proof is canonical");
+        assert_eq!(
+            p.to_bytes().as_slice(),
+            data,
+            "an accepted proof is canonical"
+        );
     }
 }
 
@@ -37,7 +45,10 @@ pub(crate) fn payload(data: &[u8]) {
     assert!(usize::from(p.label_width) <= proto::MAX_LABEL_WIDTH);
     assert!(p.fingerprints.len() <= data.len() * 8);
     assert!(p.fingerprints.windows(2).all(|w| w[0] <= w[1]));
-    assert_eq!(p.labels.len(), p.fingerprints.len() * usize::from(p.label_width));
+    assert_eq!(
+        p.labels.len(),
+        p.fingerprints.len() * usize::from(p.label_width)
+    );
     let out = [data.first().copied().unwrap_or(0); 64];
     let _ = p.breach_mask(&out);
     let again = proto::Payload::decode_expecting(data, p.fingerprint_bits, u32::MAX)
@@ -64,7 +75,13 @@ pub(crate) fn merkle(data: &[u8]) {
     b[..head.len().min(4)].copy_from_slice(&head[..head.len().min(4)]);
     let k = u32::from(head.get(4).copied().unwrap_or(0) % 30);
     let split = rest.len() / 2;
-    let _ = proto::verify_bucket(u32::from_le_bytes(b), &rest[..split], &rest[split..], k, &[0; 32]);
+    let _ = proto::verify_bucket(
+        u32::from_le_bytes(b),
+        &rest[..split],
+        &rest[split..],
+        k,
+        &[0; 32],
+    );
 }
 
 /// The shared line reader (BOM, UTF-16, line cap): bounded lines, and UTF-8
@@ -73,7 +90,11 @@ pub(crate) fn text(data: &[u8]) {
     use std::io::BufRead;
     let mut r = proto::TextReader::new(data);
     let mut line = Vec::new();
-    while r.read_until(b'\n', &mut line).expect("reading a slice never fails") > 0 {
+    while r
+        .read_until(b'\n', &mut line)
+        .expect("reading a slice never fails")
+        > 0
+    {
         assert!(line.len() <= proto::MAX_LINE);
         line.clear();
     }

@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, OnceLock};
 
-use breachcheck_server::config::{Config, Quota};
-use breachcheck_server::index::{BreachMeta, BuildOptions, InputSpec, ProgressMode, build_index};
-use breachcheck_server::{AppState, Served, key};
+use breachcheck_server::{
+    AppState, BreachMeta, BuildOptions, Config, InputSpec, ProgressMode, Quota, Served,
+    build_index, key_from_seed, save_key,
+};
 
 const MEMBERS: [&str; 3] = ["+8613800138000", "+8615912345678", "+14155552671"];
 
@@ -30,9 +31,9 @@ fn server() -> &'static Server {
         let mut lines: Vec<String> = MEMBERS.iter().map(|s| s.to_string()).collect();
         lines.extend((0..500).map(|i| format!("+86137{i:08}")));
         std::fs::write(&dump, lines.join("\n")).unwrap();
-        let k = key::key_from_seed("c1").unwrap();
+        let k = key_from_seed("c1").unwrap();
         let key_path = dir.join("k.key");
-        key::save_key(&key_path, &k, true).unwrap();
+        save_key(&key_path, &k, true).unwrap();
         let index = dir.join("i.idx");
         let opts = BuildOptions {
             inputs: vec![InputSpec {

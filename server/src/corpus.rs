@@ -5,9 +5,13 @@
 //! share of junk rows and a few numbers from other countries.
 
 use std::collections::HashSet;
-use std::io::Write;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
 
 use breachcheck_proto::{PhoneNumber, Region};
+
+use crate::error::{Result, io_err};
 
 /// Allocated Chinese mobile prefixes (first three digits).
 const CN_PREFIXES: &[u16] = &[
@@ -74,7 +78,7 @@ pub struct CorpusSummary {
 /// # Errors
 ///
 /// I/O errors from `out`.
-pub fn generate(
+pub fn generate_corpus(
     out: &mut dyn Write,
     count: u64,
     seed: u64,
@@ -143,6 +147,48 @@ pub fn generate(
     }
     summary.distinct = members.len() as u64;
     Ok((members, summary))
+}
+
+/// `gen-corpus`: writes `count` rows to `out` (`-` for stdout) and, if asked,
+/// the canonical members and `n` non-members to files, one number per line.
+///
+/// # Errors
+///
+/// [`ServerError::Io`](crate::error::ServerError::Io) naming the file that failed.
+pub fn write_corpus(
+    out: &Path,
+    count: u64,
+    seed: u64,
+    format: CorpusFormat,
+    members: Option<&Path>,
+    non_members: Option<(&Path, usize)>,
+) -> Result<CorpusSummary> {
+    let (list, summary) = if out.as_os_str() == "-" {
+        let mut w = BufWriter::new(std::io::stdout().lock());
+        let r = generate_corpus(&mut w, count, seed, format, &[]).map_err(io_err(out))?;
+        w.flush().map_err(io_err(out))?;
+        r
+    } else {
+        let mut w = BufWriter::new(File::create(out).map_err(io_err(out))?);
+        let r = generate_corpus(&mut w, count, seed, format, &[]).map_err(io_err(out))?;
+        w.flush().map_err(io_err(out))?;
+        r
+    };
+    if let Some(path) = members {
+        write_lines(path, &list)?;
+    }
+    if let Some((path, n)) = non_members {
+        write_lines(path, &self::non_members(&list, n, seed))?;
+    }
+    Ok(summary)
+}
+
+fn write_lines(path: &Path, lines: &[String]) -> Result<()> {
+    let mut w = BufWriter::new(File::create(path).map_err(io_err(path))?);
+    for l in lines {
+        writeln!(w, "{l}").map_err(io_err(path))?;
+    }
+    w.flush().map_err(io_err(path))
 }
 
 /// `count` CN mobile numbers (canonical) that are not in `members`.

@@ -4,13 +4,14 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use breachcheck_server::config::{Config, Quota};
-use breachcheck_server::index::{self, BreachMeta, BuildOptions, InputSpec, ProgressMode};
-use breachcheck_server::{AppState, Served, corpus, key};
+use breachcheck_server as server;
+use breachcheck_server::{
+    AppState, BreachMeta, BuildOptions, Config, CorpusFormat, InputSpec, ProgressMode, Quota,
+    Served,
+};
 
 /// Numbers the demo corpus always contains (documented in the README).
 pub(crate) const DEMO_LEAKED: &[&str] =
@@ -34,7 +35,7 @@ pub(crate) async fn run(
     count: u64,
     cache_dir: Option<PathBuf>,
     exit_after_check: bool,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<()> {
     let dir = cache_root(cache_dir).join(format!("n{count}"));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let key_path = dir.join("oprf.key");
@@ -56,7 +57,7 @@ pub(crate) async fn run(
                 .map(|p| p.as_str().to_owned())
                 .collect();
             let clean: Vec<&str> = clean.iter().map(String::as_str).collect();
-            corpus::generate(&mut w, count, 2020, corpus::CorpusFormat::Csv, &clean)?;
+            server::generate_corpus(&mut w, count, 2020, CorpusFormat::Csv, &clean)?;
             // The documented known-leaked numbers, in dump style.
             for (i, n) in DEMO_LEAKED.iter().enumerate() {
                 writeln!(w, "{},{n}", 9_000_000_000u64 + i as u64)?;
@@ -65,7 +66,7 @@ pub(crate) async fn run(
         }
         let k =
             breachcheck_proto::ServerKey::random(breachcheck_proto::Mode::Voprf, &mut rand::rng());
-        key::save_key(&key_path, &k, true)?;
+        server::save_key(&key_path, &k, true)?;
         let opts = BuildOptions {
             inputs: vec![InputSpec {
                 path: dump.clone(),
@@ -81,7 +82,7 @@ pub(crate) async fn run(
             default_region: breachcheck_proto::Region::parse("CN"),
             column: None,
             bucket_bits: None,
-            memory_limit: index::default_memory_limit(),
+            memory_limit: server::default_memory_limit(),
             temp_dir: None,
             progress: if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
                 ProgressMode::Bar
@@ -91,7 +92,7 @@ pub(crate) async fn run(
         };
         let idx = index_path.clone();
         let report =
-            tokio::task::spawn_blocking(move || index::build_index(&k, &idx, &opts)).await??;
+            tokio::task::spawn_blocking(move || server::build_index(&k, &idx, &opts)).await??;
         let _ = std::fs::remove_file(&dump);
         eprintln!(
             "demo: index built: {} numbers, {:.2} bytes per entry, {:.1} s",
@@ -121,17 +122,12 @@ pub(crate) async fn run(
     let addr = listener.local_addr()?;
     let state = Arc::new(AppState::new(served, config));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(breachcheck_server::serve(
-        listener,
-        state,
-        None,
-        async move {
-            tokio::select! {
-                _ = stop_rx => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        },
-    ));
+    let serving = tokio::spawn(server::serve(listener, state, None, async move {
+        tokio::select! {
+            _ = stop_rx => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }));
     let url = format!("http://{addr}");
     println!("breachcheck-server demo listening on {addr} (anonymous access)");
 
@@ -187,6 +183,6 @@ pub(crate) async fn run(
     } else {
         println!("Serving until Ctrl-C.");
     }
-    server.await??;
-    Ok(ExitCode::SUCCESS)
+    serving.await??;
+    Ok(())
 }

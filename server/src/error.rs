@@ -1,9 +1,14 @@
-//! The server's error type, and the one place it becomes a gRPC status.
+//! The server's errors, shared by both wings: [`ServerError`] (everything the
+//! library fails with), [`IndexFault`] (why an index file was refused) and
+//! [`Refusal`] (why a call was refused), with the one mapping of a refusal to
+//! a gRPC status.
 
 use std::io;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use breachcheck_proto::ProtocolError;
+use breachcheck_proto::{CodecError, ProtocolError};
 
 /// Everything the server library can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -47,9 +52,31 @@ pub enum ServerError {
     /// A refusal to overwrite an existing file.
     #[error("{} already exists (use --force to overwrite)", .0.display())]
     Exists(PathBuf),
-    /// Bad input to a build (not bad rows: those are counted, not fatal).
+    /// Bad input to a build or bad configuration (not bad rows: those are
+    /// counted, not fatal).
     #[error("{0}")]
     Input(String),
+    /// A listener that could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// What went wrong.
+        #[source]
+        source: io::Error,
+    },
+    /// The SIGHUP handler could not be installed.
+    #[error("installing the SIGHUP handler: {0}")]
+    Signal(#[source] io::Error),
+    /// The gRPC transport failed (TLS configuration, accept loop).
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+    /// A blocking task ended without an answer (it panicked).
+    #[error("a background task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    /// An invariant of the server broke; answered as INTERNAL.
+    #[error("internal: {0}")]
+    Bug(&'static str),
     /// A protocol-level error.
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
@@ -88,6 +115,17 @@ pub enum IndexFault {
     Directory,
 }
 
+impl From<CodecError> for IndexFault {
+    /// The byte cursor's two failures are the file's: too short, too long.
+    fn from(e: CodecError) -> Self {
+        match e {
+            CodecError::TrailingBytes => IndexFault::TrailingBytes,
+            // `CodecError` is non-exhaustive; anything else is a short read.
+            _ => IndexFault::Truncated,
+        }
+    }
+}
+
 /// `Result` with [`ServerError`] as the default error.
 pub type Result<T, E = ServerError> = std::result::Result<T, E>;
 
@@ -97,17 +135,187 @@ pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Serv
     move |source| ServerError::Io { path, source }
 }
 
-impl From<ServerError> for tonic::Status {
-    /// The one mapping of internal errors to the wire. Protocol errors are the
-    /// caller's fault and say what was wrong; anything else is logged here and
-    /// answered with an opaque INTERNAL.
+/// Why the service refused a call. Handlers return `Result<_, Refusal>`; the
+/// one `From<Refusal> for tonic::Status` below picks the code, the message
+/// (the `Display` text) and any metadata. `docs/PROTOCOL.md` §7 lists them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// No `authorization` header, and anonymous access is off.
+    #[error("missing API key: send `authorization: Bearer <token>`")]
+    MissingApiKey,
+    /// A header that is not `Bearer <token>`, or an unknown token.
+    #[error("invalid API key")]
+    InvalidApiKey,
+    /// The `index_id` of an index this process served before a reload.
+    #[error("index_id is stale: the index was replaced; refetch GetIndexInfo")]
+    StaleIndex,
+    /// An `index_id` this process never served.
+    #[error("unknown index_id: refetch GetIndexInfo")]
+    UnknownIndex,
+    /// Evaluate on a replica that holds no key.
+    #[error(
+        "this replica serves buckets only (it holds no key); send Evaluate to an evaluation server"
+    )]
+    BucketsOnly,
+    /// Evaluate with no element.
+    #[error("blinded_elements is empty")]
+    EmptyBatch,
+    /// Evaluate with more elements than `max_batch`.
+    #[error("batch of {len} elements is above max_batch {max}")]
+    BatchTooLarge {
+        /// Elements sent.
+        len: usize,
+        /// The server's `max_batch`.
+        max: usize,
+    },
+    /// An element that is not a valid, non-identity ristretto255 encoding.
+    #[error("blinded_elements[{index}]: {}", ProtocolError::InvalidElement)]
+    InvalidElement {
+        /// Its position in the request.
+        index: usize,
+    },
+    /// GetBuckets with `prefix_bits` above the index's `bucket_bits`.
+    #[error("prefix_bits {prefix_bits} is above the index's bucket_bits {bucket_bits}")]
+    PrefixAboveBucketBits {
+        /// j.
+        prefix_bits: u32,
+        /// k.
+        bucket_bits: u32,
+    },
+    /// GetBuckets with `prefix_bits` below the server's floor.
+    #[error("prefix_bits {prefix_bits} is below the server's min_prefix_bits {floor}")]
+    PrefixBelowFloor {
+        /// j.
+        prefix_bits: u32,
+        /// `min_prefix_bits`, capped at k.
+        floor: u32,
+    },
+    /// A prefix with bits set above `prefix_bits`.
+    #[error("prefixes[{index}] = {prefix} does not fit in prefix_bits {prefix_bits}")]
+    PrefixDoesNotFit {
+        /// Its position in the request.
+        index: usize,
+        /// The prefix.
+        prefix: u32,
+        /// j.
+        prefix_bits: u32,
+    },
+    /// A prefix sent twice.
+    #[error("prefixes[{index}] = {prefix} is repeated")]
+    PrefixRepeated {
+        /// Position of the repetition.
+        index: usize,
+        /// The prefix.
+        prefix: u32,
+    },
+    /// More prefixes than `max_prefixes`.
+    #[error("{len} prefixes is above the limit of {max} per request")]
+    TooManyPrefixes {
+        /// Prefixes sent.
+        len: usize,
+        /// The server's `max_prefixes`.
+        max: u32,
+    },
+    /// The caller's quota does not allow the call now.
+    #[error("quota exhausted: {what}; refills in {} s", retry_after_secs(*.retry_after))]
+    QuotaExhausted {
+        /// Which limit.
+        what: &'static str,
+        /// Time until enough quota is back.
+        retry_after: Duration,
+    },
+    /// A failure of the server, not the caller: logged, answered opaquely.
+    #[error("internal error")]
+    Internal(#[source] ServerError),
+}
+
+impl From<ServerError> for Refusal {
     fn from(e: ServerError) -> Self {
-        match e {
-            ServerError::Protocol(p) => tonic::Status::invalid_argument(p.to_string()),
-            other => {
-                tracing::error!(error = %other, "internal error");
-                tonic::Status::internal("internal error")
+        Refusal::Internal(e)
+    }
+}
+
+/// Whole seconds, rounded up, at least 1: what `retry-after` carries.
+fn retry_after_secs(d: Duration) -> u64 {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    secs.max(1)
+}
+
+/// The metadata key of the quota refill time on RESOURCE_EXHAUSTED, in whole
+/// seconds (ASCII decimal).
+pub const RETRY_AFTER: &str = "retry-after";
+
+impl From<Refusal> for tonic::Status {
+    /// The one mapping of refusals to the wire. Internal errors are logged
+    /// here and answered with an opaque INTERNAL; the quota refill time also
+    /// travels as `retry-after` metadata, so clients need not parse prose.
+    fn from(r: Refusal) -> Self {
+        use tonic::Code;
+        let code = match &r {
+            Refusal::MissingApiKey | Refusal::InvalidApiKey => Code::Unauthenticated,
+            Refusal::StaleIndex => Code::FailedPrecondition,
+            Refusal::UnknownIndex => Code::NotFound,
+            Refusal::BucketsOnly => Code::Unimplemented,
+            Refusal::EmptyBatch
+            | Refusal::InvalidElement { .. }
+            | Refusal::PrefixAboveBucketBits { .. }
+            | Refusal::PrefixBelowFloor { .. }
+            | Refusal::PrefixDoesNotFit { .. }
+            | Refusal::PrefixRepeated { .. } => Code::InvalidArgument,
+            Refusal::BatchTooLarge { .. } | Refusal::TooManyPrefixes { .. } => Code::OutOfRange,
+            Refusal::QuotaExhausted { .. } => Code::ResourceExhausted,
+            Refusal::Internal(e) => {
+                tracing::error!(error = %e, "internal error");
+                Code::Internal
             }
+        };
+        let mut status = tonic::Status::new(code, r.to_string());
+        if let Refusal::QuotaExhausted { retry_after, .. } = r {
+            status.metadata_mut().insert(
+                RETRY_AFTER,
+                tonic::metadata::AsciiMetadataValue::from(retry_after_secs(retry_after)),
+            );
         }
+        status
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quota_refusal_carries_retry_after_rounded_up() {
+        let s: tonic::Status = Refusal::QuotaExhausted {
+            what: "daily evaluation cap",
+            retry_after: Duration::from_millis(4_200),
+        }
+        .into();
+        assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            s.message(),
+            "quota exhausted: daily evaluation cap; refills in 5 s"
+        );
+        let v = s.metadata().get(RETRY_AFTER).and_then(|v| v.to_str().ok());
+        assert_eq!(v, Some("5"));
+        let s: tonic::Status = Refusal::QuotaExhausted {
+            what: "x",
+            retry_after: Duration::ZERO,
+        }
+        .into();
+        let v = s.metadata().get(RETRY_AFTER).and_then(|v| v.to_str().ok());
+        assert_eq!(v, Some("1"));
+    }
+
+    #[test]
+    fn internal_errors_are_opaque_and_nothing_else_has_retry_after() {
+        let s: tonic::Status = Refusal::Internal(ServerError::Bug("secret detail")).into();
+        assert_eq!(s.code(), tonic::Code::Internal);
+        assert_eq!(s.message(), "internal error");
+        let s: tonic::Status = Refusal::InvalidElement { index: 3 }.into();
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert!(s.message().starts_with("blinded_elements[3]: "));
+        assert!(s.metadata().get(RETRY_AFTER).is_none());
     }
 }

@@ -77,6 +77,21 @@ pub fn save_key(path: &Path, key: &ServerKey, force: bool) -> Result<()> {
     result.map_err(io_err(path))
 }
 
+/// `keygen`: a new key (random, or derived from `seed_hex` for tests),
+/// written to `path` with mode 0600.
+///
+/// # Errors
+///
+/// As [`key_from_seed`] and [`save_key`].
+pub fn keygen(path: &Path, seed_hex: Option<&str>, force: bool) -> Result<ServerKey> {
+    let key = match seed_hex {
+        Some(s) => key_from_seed(s)?,
+        None => ServerKey::random(Mode::Voprf, &mut rand::rng()),
+    };
+    save_key(path, &key, force)?;
+    Ok(key)
+}
+
 /// A key derived from a seed given as hex (any length), for reproducible test
 /// keys: `DeriveKeyPair(BLAKE3(seed), "breachcheck test key")`.
 ///

@@ -2,29 +2,69 @@
 //!
 //! Everything the `breachcheck-server` binary does, as a library: build an
 //! index from leak dumps, map and validate it, and serve it over gRPC with API
-//! keys and quotas.
+//! keys and quotas. `docs/PROTOCOL.md` is the byte-exact specification of the
+//! index file and the wire.
 //!
 //! # Layout
 //!
-//! * [`key`]: the OPRF key file (0600, zeroized).
-//! * [`input`]: reading dumps (lines, CSV, TSV; gzip, zstd; stdin).
-//! * [`index`]: the index file format, the builder and the mmap reader.
-//! * [`corpus`]: deterministic synthetic dumps.
-//! * [`config`]: the TOML configuration and API key entries.
-//! * [`limits`]: API-key authentication and per-key quotas behind a trait.
-//! * [`metrics`]: Prometheus counters and histograms, and their endpoint.
-//! * [`service`]: the gRPC service, hot reload, and [`serve`].
-//! * [`error`]: [`ServerError`] and its one mapping to `tonic::Status`.
+//! Two wings, one per data flow, and what they share. The modules are
+//! private; the public surface is the flat list of exports below.
+//!
+//! * `index/`: the build flow, dump → index file → mmap.
+//!   * `dump`: reading rows from dumps (lines, CSV, TSV; gzip, zstd; stdin).
+//!   * `breaches`: which breach each input belongs to.
+//!   * `build`: [`build_index`], its options and report, phases 1–2.
+//!   * `spill`: partitioned working records, in memory or on disk.
+//!   * `progress`: progress bar or log lines.
+//!   * `encode`: phase 3, the layout choice and padded bucket payloads.
+//!   * `write`: phase 4, the file written and fsynced.
+//!   * `format`: the header and directory layout ([`Header`], [`DirEntry`]).
+//!   * `reader`: the validated, memory-mapped [`Index`].
+//!   * `inspect`: the [`inspect`] report.
+//! * `serve/`: the serve flow, index → gRPC.
+//!   * `mod`: [`serve()`] on a bound listener; [`bind`] and [`Bound::run`]
+//!     (TLS, metrics endpoint, SIGHUP reload); [`run`].
+//!   * `config`: [`Settings`] (flags, environment, TOML) → [`Config`].
+//!   * `state`: [`AppState`] and the [`Served`] pair.
+//!   * `service`: the gRPC [`Service`], handlers returning [`Refusal`].
+//!   * `auth`: API keys.
+//!   * `quota`: [`QuotaStore`] and [`MemoryQuotas`].
+//!   * `metrics`: [`Metrics`], its endpoint and the tower layer.
+//! * Shared: `key` (the OPRF key file), `error` ([`ServerError`],
+//!   [`IndexFault`], [`Refusal`] and its one mapping to `tonic::Status`),
+//!   `corpus` (deterministic synthetic dumps).
+//!
+//! The binary adds `main.rs` (flags and dispatch) and, with the default
+//! `demo` feature, `demo.rs` (a synthetic corpus checked through the real
+//! client).
 
-pub mod config;
-pub mod corpus;
-pub mod error;
-pub mod index;
-pub mod input;
-pub mod key;
-pub mod limits;
-pub mod metrics;
-pub mod service;
+mod corpus;
+mod error;
+mod index;
+mod key;
+mod serve;
 
-pub use error::{IndexFault, Result, ServerError};
-pub use service::{AppState, Served, serve};
+// Exports: the whole public surface, in one list.
+pub use corpus::{
+    CorpusFormat, CorpusSummary, SplitMix, cn_mobile, generate_corpus, non_members, write_corpus,
+};
+pub use error::{IndexFault, RETRY_AFTER, Refusal, Result, ServerError};
+pub use index::breaches::plan_inputs;
+pub use index::build::{
+    BuildOptions, BuildReport, InputSpec, build_index, default_memory_limit, parse_size,
+};
+pub use index::dump::{Column, RowStats, parse_region};
+pub use index::format::{BreachMeta, DirEntry, Header, MAGIC, VERSION};
+pub use index::inspect::{InspectReport, inspect};
+pub use index::progress::ProgressMode;
+pub use index::reader::Index;
+pub use index::spill::remove_temporaries_on_interrupt;
+pub use key::{key_from_seed, keygen, load_key, save_key};
+pub use serve::config::{
+    ApiKeyEntry, Config, DEFAULT_MAX_BATCH, DEFAULT_MAX_PREFIXES, Quota, Settings, new_api_key,
+};
+pub use serve::metrics::Metrics;
+pub use serve::quota::{Caller, Exhausted, MemoryQuotas, QuotaKey, QuotaStore};
+pub use serve::service::Service;
+pub use serve::state::{AppState, Served};
+pub use serve::{Bound, bind, run, serve, shutdown_signal};

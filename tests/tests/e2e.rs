@@ -15,9 +15,7 @@ use breachcheck_proto::pb::breach_check_client::BreachCheckClient;
 use breachcheck_proto::pb::breach_check_server::BreachCheck;
 use breachcheck_proto::pb::{self, EvaluateRequest, GetBucketsRequest, GetIndexInfoRequest};
 use breachcheck_proto::{BlindedElement, Mode, ServerKey};
-use breachcheck_server::config::{Config, Quota};
-use breachcheck_server::service::Service;
-use breachcheck_server::{AppState, Served};
+use breachcheck_server::{AppState, Config, Quota, Served, Service};
 use support::*;
 use tokio::net::TcpListener;
 use tonic::{Code, Request, Response, Status};
@@ -309,6 +307,67 @@ async fn exhausted_quota_is_surfaced_with_refill_time() {
         }
         other => panic!("expected QuotaExhausted, got {other:?}"),
     }
+    server.stop().await;
+}
+
+/// RESOURCE_EXHAUSTED carries the refill time as `retry-after` metadata in
+/// whole seconds, the same number as the message; the metrics layer counts the
+/// refusal under its code. Other refusals carry no `retry-after`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_quota_carries_retry_after_metadata() {
+    let f = fixture();
+    let (token, entry) = api_key(
+        "meta",
+        Some(Quota {
+            elements_per_second: 1.0,
+            burst: 1000,
+            elements_per_day: 4,
+            bucket_bytes_per_day: 1 << 30,
+        }),
+    );
+    let config = Config {
+        api_keys: vec![entry],
+        ..Config::default()
+    };
+    let server = start(&f.index, &f.key, config).await;
+    let mut c = raw(&server.url()).await;
+    let req = |n: usize| {
+        let mut r = Request::new(EvaluateRequest {
+            index_id: vec![],
+            blinded_elements: blinded(n),
+        });
+        r.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("header"),
+        );
+        r
+    };
+    c.evaluate(req(4)).await.expect("within quota");
+    let s = c.evaluate(req(1)).await.unwrap_err();
+    assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+    let secs: u64 = s
+        .metadata()
+        .get(breachcheck_server::RETRY_AFTER)
+        .expect("retry-after")
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("whole seconds");
+    assert!((1..=86_400).contains(&secs), "{secs}");
+    assert!(
+        s.message().contains(&format!("refills in {secs} s")),
+        "{}",
+        s.message()
+    );
+    let s = c.evaluate(req(0)).await.unwrap_err();
+    assert_eq!(s.code(), Code::InvalidArgument);
+    assert!(s.metadata().get("retry-after").is_none());
+    let m = server.state.metrics.render();
+    assert!(
+        m.contains("breachcheck_requests_total{rpc=\"Evaluate\",code=\"RESOURCE_EXHAUSTED\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("breachcheck_in_flight_requests 0"), "{m}");
     server.stop().await;
 }
 

@@ -16,7 +16,7 @@ use breachcheck_proto::pb::breach_check_server::BreachCheck;
 use breachcheck_proto::pb::{
     self, BucketChunk, EvaluateRequest, GetBucketsRequest, GetIndexInfoRequest,
 };
-use breachcheck_server::service::Service;
+use breachcheck_server::Service;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 

@@ -22,6 +22,7 @@
 //! ...           payloads
 //! ```
 
+use breachcheck_proto::{CodecError, Reader};
 use serde::{Deserialize, Serialize};
 
 use crate::error::IndexFault;
@@ -31,13 +32,13 @@ pub const MAGIC: &[u8; 8] = b"BCHKIDX\0";
 /// The format version written and read.
 pub const VERSION: u32 = 1;
 /// Bytes of the fixed header before the breach table.
-pub(super) const FIXED_HEADER_LEN: usize = 140;
+pub(crate) const FIXED_HEADER_LEN: usize = 140;
 /// Bytes of one directory entry.
-pub(super) const DIR_ENTRY_LEN: usize = 16;
+pub(crate) const DIR_ENTRY_LEN: usize = 16;
 /// Largest breach table accepted.
-pub(super) const MAX_BREACH_TABLE: usize = 1 << 20;
+pub(crate) const MAX_BREACH_TABLE: usize = 1 << 20;
 /// Most breaches one index can label (label width ≤ 4 bytes).
-pub(super) const MAX_BREACHES: usize = 32;
+pub(crate) const MAX_BREACHES: usize = 32;
 
 /// Public metadata of one breach, as stored in the index and sent in `IndexInfo`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,40 +129,55 @@ impl Header {
     ///
     /// The [`IndexFault`] of the first check that fails.
     pub fn decode(bytes: &[u8], file_len: u64) -> Result<(Self, usize), IndexFault> {
-        if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
-            return Err(if bytes.len() < MAGIC.len() {
-                IndexFault::Truncated
-            } else {
-                IndexFault::WrongMagic
-            });
+        let magic = Reader::new(bytes).take(MAGIC.len())?;
+        if magic != MAGIC {
+            return Err(IndexFault::WrongMagic);
         }
-        let fixed = bytes.get(..FIXED_HEADER_LEN).ok_or(IndexFault::Truncated)?;
-        let version = u32_at(fixed, 8);
+        let fixed = Reader::new(bytes).take(FIXED_HEADER_LEN)?;
+        let mut r = Reader::new(fixed);
+        r.take(MAGIC.len())?;
+        let version = r.u32_le()?;
         if version != VERSION {
             return Err(IndexFault::UnsupportedVersion(version));
         }
-        let header_len = u32_at(fixed, 12) as usize;
-        let breach_len = u32_at(fixed, 136) as usize;
+        let header_len = r.u32_le()? as usize;
+        let mode = r.u8()?;
+        let bucket_bits = u32::from(r.u8()?);
+        let fingerprint_bits = u32::from(r.u8()?);
+        let label_width = r.u8()?;
+        let bucket_entries = r.u32_le()?;
+        let entry_count = r.u64_le()?;
+        let body_len = r.u64_le()?;
+        let public_key = r.array()?;
+        let index_id = r.array()?;
+        let directory_hash = r.array()?;
+        let breach_len = r.u32_le()? as usize;
+        r.finish()?;
         if breach_len > MAX_BREACH_TABLE || header_len != FIXED_HEADER_LEN + breach_len + 32 {
             return Err(IndexFault::Field("header length"));
         }
-        let header = bytes.get(..header_len).ok_or(IndexFault::Truncated)?;
-        let (content, sum) = header.split_at(header_len - 32);
-        if blake3::hash(content).as_bytes() != sum {
+        // The whole header, exactly: fixed part, breach table, checksum.
+        let header = Reader::new(bytes).take(header_len)?;
+        let mut r = Reader::new(header);
+        r.take(FIXED_HEADER_LEN)?;
+        let breach_table = r.take(breach_len)?;
+        let sum: [u8; 32] = r.array()?;
+        r.finish()?;
+        if blake3::hash(&header[..header_len - 32]).as_bytes() != &sum {
             return Err(IndexFault::HeaderChecksum);
         }
         let h = Header {
-            mode: fixed[16],
-            bucket_bits: u32::from(fixed[17]),
-            fingerprint_bits: u32::from(fixed[18]),
-            label_width: fixed[19],
-            bucket_entries: u32_at(fixed, 20),
-            entry_count: u64_at(fixed, 24),
-            body_len: u64_at(fixed, 32),
-            public_key: arr32(fixed, 40),
-            index_id: arr32(fixed, 72),
-            directory_hash: arr32(fixed, 104),
-            breaches: serde_json::from_slice(&content[FIXED_HEADER_LEN..])
+            mode,
+            bucket_bits,
+            fingerprint_bits,
+            label_width,
+            bucket_entries,
+            entry_count,
+            body_len,
+            public_key,
+            index_id,
+            directory_hash,
+            breaches: serde_json::from_slice(breach_table)
                 .map_err(|_| IndexFault::Field("breach table"))?,
         };
         if h.mode != 1 {
@@ -190,22 +206,6 @@ impl Header {
     }
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
-}
-
-fn arr32(b: &[u8], at: usize) -> [u8; 32] {
-    let mut a = [0u8; 32];
-    a.copy_from_slice(&b[at..at + 32]);
-    a
-}
-
 /// One directory entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DirEntry {
@@ -227,13 +227,82 @@ impl DirEntry {
         out
     }
 
-    /// Parses entry `i` of a directory.
-    pub fn decode(dir: &[u8], i: usize) -> Self {
-        let at = i * DIR_ENTRY_LEN;
-        DirEntry {
-            offset: u64_at(dir, at),
-            len: u32_at(dir, at + 8),
-            real_entries: u32_at(dir, at + 12),
+    /// Reads one entry at the cursor.
+    ///
+    /// # Errors
+    ///
+    /// [`CodecError::Truncated`] if fewer than 16 bytes are left.
+    pub fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        Ok(DirEntry {
+            offset: r.u64_le()?,
+            len: r.u32_le()?,
+            real_entries: r.u32_le()?,
+        })
+    }
+
+    /// Parses exactly one entry (16 bytes).
+    ///
+    /// # Errors
+    ///
+    /// [`IndexFault::Truncated`] or [`IndexFault::TrailingBytes`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, IndexFault> {
+        let mut r = Reader::new(bytes);
+        let e = Self::read(&mut r)?;
+        r.finish()?;
+        Ok(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dir_entry_round_trips_and_rejects_wrong_lengths() {
+        let e = DirEntry {
+            offset: 1 << 40,
+            len: 77,
+            real_entries: 5,
+        };
+        assert_eq!(DirEntry::decode(&e.encode()), Ok(e));
+        assert_eq!(
+            DirEntry::decode(&e.encode()[..15]),
+            Err(IndexFault::Truncated)
+        );
+        let mut long = e.encode().to_vec();
+        long.push(0);
+        assert_eq!(DirEntry::decode(&long), Err(IndexFault::TrailingBytes));
+    }
+
+    #[test]
+    fn header_round_trips_and_short_prefixes_are_truncated() {
+        let h = Header {
+            mode: 1,
+            bucket_bits: 0,
+            fingerprint_bits: 40,
+            label_width: 0,
+            bucket_entries: 1,
+            entry_count: 1,
+            body_len: DIR_ENTRY_LEN as u64,
+            public_key: [1; 32],
+            index_id: [2; 32],
+            directory_hash: [3; 32],
+            breaches: vec![BreachMeta {
+                id: "b".into(),
+                ..Default::default()
+            }],
+        };
+        let mut file = h.encode();
+        let header_len = file.len();
+        file.extend_from_slice(&[0; DIR_ENTRY_LEN]);
+        let len = file.len() as u64;
+        assert_eq!(Header::decode(&file, len), Ok((h, header_len)));
+        for cut in [0, 4, 8, 100, FIXED_HEADER_LEN, header_len - 1] {
+            assert_eq!(
+                Header::decode(&file[..cut], len).map(|_| ()),
+                Err(IndexFault::Truncated),
+                "cut at {cut}"
+            );
         }
     }
 }

@@ -4,11 +4,11 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use breachcheck_proto::{PublicKey, ServerKey};
+use breachcheck_proto::{PublicKey, Reader, ServerKey};
 use memmap2::Mmap;
 
-use super::format::{DIR_ENTRY_LEN, DirEntry, Header};
 use crate::error::{IndexFault, Result, ServerError, io_err};
+use crate::index::format::{DIR_ENTRY_LEN, DirEntry, Header};
 
 /// An open, validated index. Cloning is cheap (the map is shared).
 #[derive(Debug, Clone)]
@@ -50,8 +50,9 @@ impl Index {
         if blake3::hash(dir).as_bytes() != &header.directory_hash {
             return Err(bad(IndexFault::DirectoryChecksum));
         }
-        for i in 0..header.bucket_count() {
-            let e = DirEntry::decode(dir, i);
+        let mut r = Reader::new(dir);
+        for _ in 0..header.bucket_count() {
+            let e = DirEntry::read(&mut r).map_err(|e| bad(e.into()))?;
             let end = e.offset.checked_add(u64::from(e.len));
             if e.offset < header.directory_len() as u64
                 || end.is_none_or(|end| end > header.body_len)
@@ -59,6 +60,7 @@ impl Index {
                 return Err(bad(IndexFault::Directory));
             }
         }
+        r.finish().map_err(|e| bad(e.into()))?;
         let _ = map.advise(memmap2::Advice::Random);
         Ok(Index {
             inner: Arc::new(Inner {
@@ -147,8 +149,15 @@ impl Index {
         if i >= self.inner.header.bucket_count() {
             return None;
         }
-        let dir = &self.inner.map[self.inner.header_len..];
-        (dir.len() >= (i + 1) * DIR_ENTRY_LEN).then(|| DirEntry::decode(dir, i))
+        let start = self
+            .inner
+            .header_len
+            .checked_add(i.checked_mul(DIR_ENTRY_LEN)?)?;
+        let bytes = self
+            .inner
+            .map
+            .get(start..start.checked_add(DIR_ENTRY_LEN)?)?;
+        DirEntry::decode(bytes).ok()
     }
 
     /// The payload bytes of bucket `b`, borrowed from the map (no copy).

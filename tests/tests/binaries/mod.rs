@@ -320,9 +320,9 @@ fn sighup_reload_during_a_check() {
         .expect("client");
     // Rebuild with another bucket layout (same key and numbers), rename over
     // the served file, then SIGHUP.
-    let k = breachcheck_server::key::load_key(&f.key).expect("key");
+    let k = breachcheck_server::load_key(&f.key).expect("key");
     let tmp = dir.join("next.idx");
-    breachcheck_server::index::build_index(&k, &tmp, &options(vec![f.dump.clone()], Some(3)))
+    breachcheck_server::build_index(&k, &tmp, &options(vec![f.dump.clone()], Some(3)))
         .expect("build");
     std::fs::rename(&tmp, &index).expect("rename");
     server.signal("-HUP");

@@ -3,22 +3,20 @@
 
 use std::io::Write;
 
-use breachcheck_server::index::{
-    BreachMeta, BuildOptions, Index, InputSpec, ProgressMode, build_index,
-};
-use breachcheck_server::{IndexFault, ServerError, key};
+use breachcheck_server::{BreachMeta, BuildOptions, Index, InputSpec, ProgressMode, build_index};
+use breachcheck_server::{IndexFault, ServerError, key_from_seed, save_key};
 
 use crate::support::*;
 
 fn numbers(n: usize) -> Vec<String> {
-    let mut rng = breachcheck_server::corpus::SplitMix::new(99);
+    let mut rng = breachcheck_server::SplitMix::new(99);
     (0..n)
-        .map(|_| format!("+86{}", breachcheck_server::corpus::cn_mobile(&mut rng)))
+        .map(|_| format!("+86{}", breachcheck_server::cn_mobile(&mut rng)))
         .collect()
 }
 
 fn build(opts: &BuildOptions, out: &std::path::Path) -> Vec<u8> {
-    let k = key::key_from_seed("beef").expect("key");
+    let k = key_from_seed("beef").expect("key");
     build_index(&k, out, opts).expect("build");
     std::fs::read(out).expect("read index")
 }
@@ -91,7 +89,7 @@ fn invalid_rows_are_counted_by_reason_and_masked() {
         "13800138000\nhello\n12345\n\n+999 123 4567\n13800138000\n138001380001\n+8613900139000\n",
     )
     .expect("w");
-    let k = key::key_from_seed("beef").expect("key");
+    let k = key_from_seed("beef").expect("key");
     let r = build_index(&k, &dir.join("x.idx"), &options(vec![input], None)).expect("build");
     assert_eq!(r.rows.rows, 8);
     assert_eq!(r.rows.valid, 3);
@@ -117,7 +115,7 @@ fn spill_path_matches_in_memory_path() {
     std::fs::write(&input, numbers(3000).join("\n")).expect("w");
     let mut small = options(vec![input.clone()], None);
     small.memory_limit = 16 << 10;
-    let k = key::key_from_seed("beef").expect("key");
+    let k = key_from_seed("beef").expect("key");
     let r = build_index(&k, &dir.join("small.idx"), &small).expect("build");
     assert!(r.spilled);
     let big = build(&options(vec![input], None), &dir.join("big.idx"));
@@ -169,7 +167,7 @@ fn corruption_truncation_and_wrong_key_have_distinct_errors() {
     let last = payload.len() - 7;
     payload[last] ^= 0x40;
     assert_eq!(fault(&payload), IndexFault::BodyChecksum);
-    let other = key::key_from_seed("0ff0").expect("key");
+    let other = key_from_seed("0ff0").expect("key");
     assert!(matches!(
         Index::open_with_key(&f.index, &other),
         Err(ServerError::KeyMismatch { .. })
@@ -191,7 +189,7 @@ fn empty_and_missing_files_are_clear_errors() {
         Index::open(&dir.join("missing.idx")),
         Err(ServerError::Io { .. })
     ));
-    let k = key::key_from_seed("beef").expect("key");
+    let k = key_from_seed("beef").expect("key");
     let r = build_index(
         &k,
         &dir.join("x.idx"),
@@ -228,9 +226,9 @@ async fn labelled_multi_breach_index() {
         temp_dir: None,
         progress: ProgressMode::Quiet,
     };
-    let k = key::key_from_seed("beef").expect("key");
+    let k = key_from_seed("beef").expect("key");
     let key_path = dir.join("k.key");
-    key::save_key(&key_path, &k, false).expect("key");
+    save_key(&key_path, &k, false).expect("key");
     let r = build_index(&k, &dir.join("l.idx"), &opts).expect("build");
     assert_eq!(r.distinct, 600);
     let server = start(&dir.join("l.idx"), &key_path, open_config()).await;
@@ -258,7 +256,7 @@ fn automatic_layout_is_under_4_5_bytes_per_entry() {
     let dir = TempDir::new("size");
     let input = dir.join("n.txt");
     std::fs::write(&input, numbers(40_000).join("\n")).expect("w");
-    let k = key::key_from_seed("beef").expect("key");
+    let k = key_from_seed("beef").expect("key");
     let r = build_index(&k, &dir.join("s.idx"), &options(vec![input], None)).expect("build");
     assert!(
         r.bytes_per_entry <= 4.5,
@@ -285,7 +283,7 @@ fn non_utf8_rows_never_abort_a_build() {
         b"uid,phone\n1,13800138000\n2,\xff13900\n3,13700137000\n",
     )
     .expect("w");
-    let k = key::key_from_seed("beef").expect("key");
+    let k = key_from_seed("beef").expect("key");
     let r = build_index(&k, &dir.join("l.idx"), &options(vec![lines], None)).expect("lines build");
     assert_eq!((r.rows.rows, r.rows.valid), (3, 2));
     let r = build_index(&k, &dir.join("c.idx"), &options(vec![csv], None)).expect("csv build");

@@ -9,10 +9,11 @@ use std::sync::{Arc, OnceLock};
 
 use breachcheck_client::Client;
 use breachcheck_proto::pb::breach_check_server::{BreachCheck, BreachCheckServer};
-use breachcheck_server::config::{ApiKeyEntry, Config, Quota};
-use breachcheck_server::index::{BreachMeta, BuildOptions, InputSpec, ProgressMode, build_index};
-use breachcheck_server::service::Service;
-use breachcheck_server::{AppState, Served, corpus, key};
+use breachcheck_server as server;
+use breachcheck_server::{
+    ApiKeyEntry, AppState, BreachMeta, BuildOptions, Config, InputSpec, ProgressMode, Quota,
+    Served, Service, build_index,
+};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -67,12 +68,12 @@ pub fn make_fixture(tag: &str, rows: u64, seed: &str, bucket_bits: Option<u32>) 
     let dump = dir.join("dump.csv");
     let mut f = std::io::BufWriter::new(std::fs::File::create(&dump).expect("dump"));
     let (members, _) =
-        corpus::generate(&mut f, rows, 7, corpus::CorpusFormat::Csv, &[]).expect("generate");
+        server::generate_corpus(&mut f, rows, 7, server::CorpusFormat::Csv, &[]).expect("generate");
     drop(f);
-    let non_members = corpus::non_members(&members, 6000, 7);
-    let k = key::key_from_seed(seed).expect("key");
+    let non_members = server::non_members(&members, 6000, 7);
+    let k = server::key_from_seed(seed).expect("key");
     let key_path = dir.join("oprf.key");
-    key::save_key(&key_path, &k, false).expect("save key");
+    server::save_key(&key_path, &k, false).expect("save key");
     let index = dir.join("corpus.idx");
     build_index(&k, &index, &options(vec![dump.clone()], bucket_bits)).expect("build");
     Fixture {

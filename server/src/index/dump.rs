@@ -1,5 +1,7 @@
-//! Reading leak dumps: plain one-number-per-line files, CSV and TSV with a
-//! header, gzip or zstd compressed (detected by magic bytes), or stdin.
+//! Reading leak dumps, the first step of a build: plain one-number-per-line
+//! files, CSV and TSV with a header, gzip or zstd compressed (detected by
+//! magic bytes), or stdin. Every row becomes a canonical number or a counted,
+//! masked rejection.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -61,7 +63,7 @@ impl RowStats {
     }
 
     /// Adds another file's counts.
-    pub fn merge(&mut self, other: RowStats) {
+    pub(crate) fn merge(&mut self, other: RowStats) {
         self.rows += other.rows;
         self.valid += other.valid;
         for (k, v) in other.invalid {
@@ -78,8 +80,22 @@ impl RowStats {
     }
 }
 
+/// The region `build-index --default-region` names (an ISO code, e.g. `CN`).
+///
+/// # Errors
+///
+/// [`ServerError::Input`] listing the known regions.
+pub fn parse_region(code: &str) -> Result<Region> {
+    Region::parse(code).ok_or_else(|| {
+        let known = Region::known().collect::<Vec<_>>().join(", ");
+        ServerError::Input(format!(
+            "unknown --default-region {code:?} (known: {known})"
+        ))
+    })
+}
+
 /// The snake_case name of a phone error, used as a counter key.
-pub fn reason_name(e: PhoneError) -> &'static str {
+pub(crate) fn reason_name(e: PhoneError) -> &'static str {
     match e {
         PhoneError::Empty => "empty",
         PhoneError::Letters => "letters",
@@ -99,7 +115,7 @@ pub fn reason_name(e: PhoneError) -> &'static str {
 /// # Errors
 ///
 /// [`ServerError::Io`] if it cannot be opened.
-pub fn open_input(path: &Path) -> Result<Box<dyn BufRead + Send>> {
+pub(crate) fn open_input(path: &Path) -> Result<Box<dyn BufRead + Send>> {
     let raw: Box<dyn Read + Send> = if path == Path::new("-") {
         Box::new(io::stdin())
     } else {
@@ -127,7 +143,7 @@ pub fn open_input(path: &Path) -> Result<Box<dyn BufRead + Send>> {
 ///
 /// [`ServerError::Io`] on read errors; [`ServerError::Input`] if a CSV has no
 /// column that looks like phone numbers (or the named one is missing).
-pub fn read_numbers(
+pub(crate) fn read_numbers(
     path: &Path,
     column: Option<&Column>,
     region: Option<Region>,

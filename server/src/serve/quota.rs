@@ -1,4 +1,4 @@
-//! API-key authentication and per-key quotas.
+//! Per-key quotas, behind the [`QuotaStore`] trait.
 //!
 //! Rate limiting is the security boundary of an OPRF over phone numbers: every
 //! evaluated element is one guess at the numbering plan. Evaluations are
@@ -12,10 +12,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use subtle::ConstantTimeEq;
 use tokio::time::Instant;
 
-use crate::config::{ApiKeyEntry, Quota};
+use crate::error::Refusal;
+use crate::serve::config::Quota;
 
 /// Who is calling: an API key's name, or the shared anonymous identity.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -61,14 +61,12 @@ pub struct Exhausted {
     pub retry_after: Duration,
 }
 
-impl std::fmt::Display for Exhausted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "quota exhausted: {}; refills in {} s",
-            self.limit,
-            self.retry_after.as_secs().max(1)
-        )
+impl From<Exhausted> for Refusal {
+    fn from(e: Exhausted) -> Self {
+        Refusal::QuotaExhausted {
+            what: e.limit,
+            retry_after: e.retry_after,
+        }
     }
 }
 
@@ -199,72 +197,6 @@ impl QuotaStore for MemoryQuotas {
     }
 }
 
-/// Why a call was not authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthError {
-    /// No `authorization` header and anonymous access is off.
-    Missing,
-    /// A header that is not `Bearer <token>`, or an unknown token.
-    Invalid,
-}
-
-/// The configured API keys, by hash.
-#[derive(Debug, Clone)]
-pub struct ApiKeys {
-    keys: Vec<(String, [u8; 32], Quota)>,
-    anonymous: Option<Quota>,
-}
-
-impl ApiKeys {
-    /// From the config entries (hashes already validated).
-    pub fn new(entries: &[ApiKeyEntry], default_quota: Quota, anonymous: Option<Quota>) -> Self {
-        let keys = entries
-            .iter()
-            .filter_map(|e| {
-                let mut h = [0u8; 32];
-                hex::decode_to_slice(&e.token_blake3, &mut h).ok()?;
-                Some((e.name.clone(), h, e.quota.unwrap_or(default_quota)))
-            })
-            .collect();
-        ApiKeys { keys, anonymous }
-    }
-
-    /// Resolves the `authorization` header value to a caller. Every key is
-    /// compared, in constant time, against the token's BLAKE3 hash.
-    ///
-    /// # Errors
-    ///
-    /// [`AuthError`].
-    pub fn authenticate(&self, header: Option<&[u8]>) -> Result<Caller, AuthError> {
-        let Some(value) = header else {
-            return match self.anonymous {
-                Some(q) => Ok(Caller {
-                    name: "anonymous".into(),
-                    quota: q.into(),
-                }),
-                None => Err(AuthError::Missing),
-            };
-        };
-        let token = value
-            .strip_prefix(b"Bearer ")
-            .or_else(|| value.strip_prefix(b"bearer "))
-            .ok_or(AuthError::Invalid)?;
-        let hash = blake3::hash(token.trim_ascii());
-        let mut found = None;
-        for (name, h, q) in &self.keys {
-            if bool::from(h.ct_eq(hash.as_bytes())) {
-                found = Some((name, q));
-            }
-        }
-        found
-            .map(|(name, q)| Caller {
-                name: name.clone(),
-                quota: (*q).into(),
-            })
-            .ok_or(AuthError::Invalid)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,32 +244,5 @@ mod tests {
         tokio::time::advance(e.retry_after + Duration::from_secs(1)).await;
         assert!(m.charge_elements(&c, 10).is_ok());
         assert!(m.charge_bytes(&c, 100).is_ok());
-    }
-
-    #[test]
-    fn tokens_are_matched_by_hash() {
-        let (token, _) = crate::config::new_api_key("a");
-        let entry = ApiKeyEntry {
-            name: "a".into(),
-            token_blake3: hex::encode(blake3::hash(token.as_bytes()).as_bytes()),
-            quota: None,
-        };
-        let keys = ApiKeys::new(&[entry], Quota::default(), None);
-        let header = format!("Bearer {token}");
-        assert_eq!(
-            keys.authenticate(Some(header.as_bytes())).unwrap().name,
-            "a"
-        );
-        assert_eq!(
-            keys.authenticate(Some(b"Bearer nope")),
-            Err(AuthError::Invalid)
-        );
-        assert_eq!(
-            keys.authenticate(Some(token.as_bytes())),
-            Err(AuthError::Invalid)
-        );
-        assert_eq!(keys.authenticate(None), Err(AuthError::Missing));
-        let anon = ApiKeys::new(&[], Quota::default(), Some(Quota::anonymous()));
-        assert_eq!(anon.authenticate(None).unwrap().name, "anonymous");
     }
 }

@@ -1,12 +1,17 @@
 //! Prometheus metrics, kept in a few atomics and maps and rendered in the text
-//! exposition format on `GET /metrics`. Labels never hold numbers, elements
-//! or tokens: only RPC names, status codes and API-key names.
+//! exposition format on `GET /metrics`, and the tower layer that observes
+//! every BreachCheck call (in-flight gauge, latency, count by RPC and code).
+//! Labels never hold numbers, elements or tokens: only RPC names, status
+//! codes and API-key names.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -36,9 +41,12 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Marks an RPC as started; pair with [`Metrics::observe`].
-    pub fn started(&self) {
+    fn started(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn finished(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// RPCs started and not yet finished.
@@ -46,10 +54,9 @@ impl Metrics {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Records one finished RPC.
-    pub fn observe(&self, rpc: &'static str, code: tonic::Code, elapsed: Duration) {
+    /// Records one answered RPC.
+    fn observe(&self, rpc: &'static str, code: tonic::Code, elapsed: Duration) {
         let code = code_name(code);
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
         if let Ok(mut m) = self.requests.lock() {
             *m.entry((rpc, code)).or_default() += 1;
         }
@@ -67,24 +74,24 @@ impl Metrics {
     }
 
     /// Counts evaluated elements.
-    pub fn add_elements(&self, n: u64) {
+    pub(crate) fn add_elements(&self, n: u64) {
         self.elements_evaluated.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Counts bucket payload bytes sent.
-    pub fn add_bucket_bytes(&self, n: u64) {
+    pub(crate) fn add_bucket_bytes(&self, n: u64) {
         self.bucket_bytes_sent.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Counts a quota rejection for an API key name.
-    pub fn quota_rejected(&self, key: &str) {
+    pub(crate) fn quota_rejected(&self, key: &str) {
         if let Ok(mut m) = self.quota_rejections.lock() {
             *m.entry(key.to_owned()).or_default() += 1;
         }
     }
 
     /// Counts an index reload.
-    pub fn reloaded(&self) {
+    pub(crate) fn reloaded(&self) {
         self.reloads.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -201,7 +208,7 @@ fn code_name(c: tonic::Code) -> &'static str {
 }
 
 /// Serves `GET /metrics` (any path, in fact) on `listener` until dropped.
-pub async fn serve_metrics(listener: TcpListener, metrics: std::sync::Arc<Metrics>) {
+pub(crate) async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>) {
     loop {
         let Ok((mut sock, _)) = listener.accept().await else {
             continue;
@@ -219,5 +226,162 @@ pub async fn serve_metrics(listener: TcpListener, metrics: std::sync::Arc<Metric
             let _ = sock.write_all(resp.as_bytes()).await;
             let _ = sock.shutdown().await;
         });
+    }
+}
+
+/// The tower layer around the whole router: it observes every call of the
+/// BreachCheck service (health and reflection pass through uncounted).
+#[derive(Debug, Clone)]
+pub(crate) struct MetricsLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl MetricsLayer {
+    /// A layer recording into `metrics`.
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
+        MetricsLayer { metrics }
+    }
+}
+
+impl<S> tower::Layer<S> for MetricsLayer {
+    type Service = MetricsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        MetricsService {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// The service [`MetricsLayer`] wraps around the router.
+#[derive(Debug, Clone)]
+pub(crate) struct MetricsService<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+/// The RPC name of a BreachCheck path (`/breachcheck.v1.BreachCheck/Evaluate`),
+/// as a static label; `None` for any other service.
+fn rpc_name(path: &str) -> Option<&'static str> {
+    let method = path
+        .strip_prefix('/')?
+        .strip_prefix(breachcheck_proto::SERVICE_NAME)?
+        .strip_prefix('/')?;
+    ["GetIndexInfo", "Evaluate", "GetBuckets"]
+        .into_iter()
+        .find(|m| *m == method)
+}
+
+/// The status of an answer: a trailers-only error response carries
+/// `grpc-status` in its headers; anything else (a message or a stream to
+/// follow) is OK, as the handler returned successfully.
+fn answer_code(headers: &http::HeaderMap) -> tonic::Code {
+    headers
+        .get("grpc-status")
+        .map_or(tonic::Code::Ok, |v| tonic::Code::from_bytes(v.as_bytes()))
+}
+
+/// One call in flight: counted on creation, recorded by [`InFlight::answered`],
+/// and uncounted on drop either way (a cancelled call leaves the gauge too).
+struct InFlight {
+    metrics: Arc<Metrics>,
+    rpc: &'static str,
+    start: Instant,
+}
+
+impl InFlight {
+    fn new(metrics: Arc<Metrics>, rpc: &'static str) -> Self {
+        metrics.started();
+        InFlight {
+            metrics,
+            rpc,
+            start: Instant::now(),
+        }
+    }
+
+    fn answered(self, code: tonic::Code) {
+        self.metrics.observe(self.rpc, code, self.start.elapsed());
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.metrics.finished();
+    }
+}
+
+impl<S, B, RB: 'static> tower::Service<http::Request<B>> for MetricsService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+    S::Response: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let rpc = rpc_name(req.uri().path());
+        let answer = self.inner.call(req);
+        let Some(rpc) = rpc else {
+            return Box::pin(answer);
+        };
+        let call = InFlight::new(self.metrics.clone(), rpc);
+        Box::pin(async move {
+            let r = answer.await;
+            if let Ok(resp) = &r {
+                call.answered(answer_code(resp.headers()));
+            }
+            r
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_breachcheck_rpcs_are_named() {
+        assert_eq!(
+            rpc_name("/breachcheck.v1.BreachCheck/Evaluate"),
+            Some("Evaluate")
+        );
+        assert_eq!(
+            rpc_name("/breachcheck.v1.BreachCheck/GetIndexInfo"),
+            Some("GetIndexInfo")
+        );
+        assert_eq!(rpc_name("/grpc.health.v1.Health/Check"), None);
+        assert_eq!(rpc_name("/breachcheck.v1.BreachCheck/Other"), None);
+        assert_eq!(rpc_name("/breachcheck.v1.BreachCheckX/Evaluate"), None);
+    }
+
+    #[test]
+    fn trailers_only_status_is_the_code_else_ok() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(answer_code(&h), tonic::Code::Ok);
+        h.insert("grpc-status", http::HeaderValue::from_static("8"));
+        assert_eq!(answer_code(&h), tonic::Code::ResourceExhausted);
+    }
+
+    #[test]
+    fn a_dropped_call_leaves_the_gauge_uncounted() {
+        let m = Arc::new(Metrics::default());
+        let call = InFlight::new(m.clone(), "Evaluate");
+        assert_eq!(m.in_flight(), 1);
+        drop(call);
+        assert_eq!(m.in_flight(), 0);
+        InFlight::new(m.clone(), "Evaluate").answered(tonic::Code::Ok);
+        assert_eq!(m.in_flight(), 0);
+        assert!(
+            m.render()
+                .contains("breachcheck_requests_total{rpc=\"Evaluate\",code=\"OK\"} 1")
+        );
     }
 }

@@ -1,0 +1,289 @@
+//! The serve flow: a validated index and its key, answered over gRPC with
+//! health, reflection, API keys, quotas and metrics.
+//!
+//! * `config`: [`Settings`](config::Settings) (flags, environment, TOML) and
+//!   the resolved [`Config`].
+//! * `state`: [`AppState`] and the served (index, key) pair,
+//!   swapped atomically on reload.
+//! * `service`: the three handlers, returning `Result<_, Refusal>`.
+//! * `auth`: API keys (`authorization: Bearer`), hashed, constant-time.
+//! * `quota`: [`QuotaStore`](quota::QuotaStore) and its in-memory store.
+//! * `metrics`: the Prometheus registry, its endpoint, and the tower layer
+//!   that observes every call.
+//!
+//! Two entry points, after mini-redis `server::run`: [`serve`] answers on a
+//! listener the caller bound (tests bind `127.0.0.1:0`), and [`bind`] then
+//! [`Bound::run`] do what `breachcheck-server serve` does: load, bind, serve
+//! metrics, reload on SIGHUP, and drain on shutdown.
+
+pub(crate) mod auth;
+pub(crate) mod config;
+pub(crate) mod metrics;
+pub(crate) mod quota;
+pub(crate) mod service;
+pub(crate) mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use breachcheck_proto as proto;
+use breachcheck_proto::pb::breach_check_server::BreachCheckServer;
+use tokio::net::TcpListener;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+use crate::error::{Result, ServerError, io_err};
+use crate::serve::config::Config;
+use crate::serve::metrics::{MetricsLayer, serve_metrics};
+use crate::serve::service::Service;
+use crate::serve::state::{AppState, Served};
+
+/// Largest request the server decodes: a full batch of elements plus framing.
+pub(crate) fn max_request_bytes(max_batch: u32) -> usize {
+    max_batch as usize * (proto::ELEMENT_LEN + 3) + 1024
+}
+
+/// Serves the BreachCheck service, health and reflection on `listener` until
+/// `shutdown` resolves, then drains in-flight calls. Every BreachCheck call
+/// is observed by the metrics layer.
+///
+/// # Errors
+///
+/// Transport errors (TLS configuration, accept failures).
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    tls: Option<ServerTlsConfig>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::result::Result<(), tonic::transport::Error> {
+    let max_batch = state.config().max_batch;
+    let metrics = state.metrics.clone();
+    let svc = BreachCheckServer::new(Service::new(state))
+        .max_decoding_message_size(max_request_bytes(max_batch));
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_serving::<BreachCheckServer<Service>>().await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1();
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha();
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let mut router = builder
+        .layer(MetricsLayer::new(metrics))
+        .add_service(health)
+        .add_service(svc);
+    if let Ok(r) = reflection_v1 {
+        router = router.add_service(r);
+    }
+    if let Ok(r) = reflection_v1alpha {
+        router = router.add_service(r);
+    }
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    router
+        .serve_with_incoming_shutdown(incoming, async move {
+            shutdown.await;
+            reporter
+                .set_not_serving::<BreachCheckServer<Service>>()
+                .await;
+        })
+        .await
+}
+
+/// A server loaded and bound, not yet answering: [`bind`]'s result.
+#[derive(Debug)]
+pub struct Bound {
+    listener: TcpListener,
+    addr: SocketAddr,
+    metrics_listener: Option<TcpListener>,
+    state: Arc<AppState>,
+    tls: Option<ServerTlsConfig>,
+    index: PathBuf,
+    key: Option<PathBuf>,
+}
+
+/// Loads the index and key named by `config` (hashing the body unless
+/// `no_verify`), reads the TLS files, and binds the gRPC and metrics
+/// listeners.
+///
+/// # Errors
+///
+/// A missing `index` or `key` setting, key, index or TLS file errors, or an
+/// address that cannot be bound.
+pub async fn bind(config: Config) -> Result<Bound> {
+    let index = config.index.clone().ok_or_else(|| {
+        ServerError::Input("no index: give --index or `index` in the config".into())
+    })?;
+    // A bucket-only replica never reads the key, even if one is configured.
+    let key = if config.buckets_only {
+        None
+    } else {
+        Some(config.key.clone().ok_or_else(|| {
+            ServerError::Input(
+                "no key: give --key or `key` in the config (or --buckets-only)".into(),
+            )
+        })?)
+    };
+    let verify = !config.no_verify;
+    let served = tokio::task::spawn_blocking({
+        let (i, k) = (index.clone(), key.clone());
+        move || Served::load_optional_key(&i, k.as_deref(), verify)
+    })
+    .await??;
+    let tls = tls_config(&config)?;
+    let h = served.index.header();
+    tracing::info!(
+        index = %index.display(),
+        entries = h.entry_count,
+        bucket_bits = h.bucket_bits,
+        index_id = %hex::encode(h.index_id),
+        public_key = %served.index.public_key_fingerprint(),
+        buckets_only = served.key.is_none(),
+        anonymous = config.allow_anonymous,
+        api_keys = config.api_keys.len(),
+        "index loaded"
+    );
+    let listener = bind_tcp(config.listen).await?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let metrics_listener = match config.metrics_listen {
+        Some(m) => Some(bind_tcp(m).await?),
+        None => None,
+    };
+    Ok(Bound {
+        listener,
+        addr,
+        metrics_listener,
+        state: Arc::new(AppState::new(served, config)),
+        tls,
+        index,
+        key,
+    })
+}
+
+/// Loads, binds and serves until `shutdown` resolves: [`bind`] then
+/// [`Bound::run`].
+///
+/// # Errors
+///
+/// As [`bind`] and [`Bound::run`].
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+    bind(config).await?.run(shutdown).await
+}
+
+impl Bound {
+    /// The address the gRPC listener is bound to (the real port when the
+    /// configuration asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The shared state (metrics, the served pair).
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight calls. Also
+    /// serves `/metrics` when configured, and on SIGHUP reloads the index
+    /// and key from their paths, keeping the old pair when that fails.
+    ///
+    /// # Errors
+    ///
+    /// The SIGHUP handler cannot be installed, or a transport error.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        let mut tasks = Vec::new();
+        if let Some(ml) = self.metrics_listener {
+            if let Ok(addr) = ml.local_addr() {
+                tracing::info!(addr = %addr, "metrics on /metrics");
+            }
+            tasks.push(tokio::spawn(serve_metrics(ml, self.state.metrics.clone())));
+        }
+        #[cfg(unix)]
+        tasks.push(reload_on_sighup(self.state.clone(), self.index, self.key)?);
+        let served = serve(self.listener, self.state, self.tls, shutdown).await;
+        for t in tasks {
+            t.abort();
+        }
+        served?;
+        tracing::info!("shut down");
+        Ok(())
+    }
+}
+
+/// SIGHUP: reload index and key; failures keep the old pair served.
+#[cfg(unix)]
+fn reload_on_sighup(
+    state: Arc<AppState>,
+    index: PathBuf,
+    key: Option<PathBuf>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).map_err(ServerError::Signal)?;
+    Ok(tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let (state, i, k) = (state.clone(), index.clone(), key.clone());
+            let r = tokio::task::spawn_blocking(move || state.reload(&i, k.as_deref())).await;
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "reload failed; still serving the previous index");
+                }
+                Err(e) => tracing::error!(error = %e, "reload task failed"),
+            }
+        }
+    }))
+}
+
+async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(io_err(path))
+}
+
+/// TLS from `tls_cert` and `tls_key`, with mTLS when `client_ca` is set.
+fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>> {
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        return Ok(None);
+    };
+    let identity = Identity::from_pem(read(cert)?, read(key)?);
+    let mut tls = ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &config.client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    Ok(Some(tls))
+}
+
+/// Resolves on SIGINT or SIGTERM (Ctrl-C elsewhere): the shutdown signal of
+/// `breachcheck-server serve`.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutdown requested: draining in-flight calls");
+}

@@ -1,0 +1,241 @@
+//! The `breachcheck.v1.BreachCheck` gRPC service: three handlers that return
+//! `Result<_, Refusal>`, and the trait impl that turns refusals into statuses
+//! (through the one mapping in `error.rs`).
+//!
+//! The service is stateless between RPCs: each call reads the currently
+//! served (index, key) pair once, so a reload never mixes two keys in one
+//! answer, and in-flight calls finish on the pair they started with. Metrics
+//! are not kept here: the layer in `metrics.rs` observes every call.
+
+use std::collections::HashSet;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use breachcheck_proto as proto;
+use breachcheck_proto::pb::breach_check_server::BreachCheck;
+use breachcheck_proto::pb::{
+    Breach, BucketChunk, EvaluateRequest, EvaluateResponse, GetBucketsRequest, GetIndexInfoRequest,
+    IndexInfo,
+};
+use breachcheck_proto::{BlindedElement, ProtocolError};
+use rayon::prelude::*;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::error::{Refusal, ServerError};
+use crate::serve::state::AppState;
+
+/// The gRPC service.
+#[derive(Debug, Clone)]
+pub struct Service {
+    state: Arc<AppState>,
+}
+
+/// The stream of a GetBuckets answer.
+type BucketStream = Pin<Box<dyn Stream<Item = Result<BucketChunk, Status>> + Send>>;
+
+impl Service {
+    /// A service over `state`.
+    pub fn new(state: Arc<AppState>) -> Self {
+        Service { state }
+    }
+
+    /// GetIndexInfo: public, but a present, invalid key is refused.
+    fn index_info(&self, req: &Request<GetIndexInfoRequest>) -> Result<IndexInfo, Refusal> {
+        let state = &self.state;
+        state.authenticate(req, false)?;
+        let served = state.current();
+        let h = served.index.header();
+        Ok(IndexInfo {
+            suite: proto::SUITE.into(),
+            mode: u32::from(h.mode),
+            public_key: h.public_key.to_vec(),
+            index_id: h.index_id.to_vec(),
+            bucket_bits: h.bucket_bits,
+            fingerprint_bits: h.fingerprint_bits,
+            entry_count: h.entry_count,
+            breaches: h
+                .breaches
+                .iter()
+                .map(|b| Breach {
+                    id: b.id.clone(),
+                    name: b.name.clone(),
+                    date: b.date.clone(),
+                    description: b.description.clone(),
+                    data_classes: b.data_classes.clone(),
+                })
+                .collect(),
+            max_batch: state.config().max_batch,
+            min_prefix_bits: state.config().min_prefix_bits.min(h.bucket_bits),
+        })
+    }
+
+    /// Evaluate: checks, in the order of docs/PROTOCOL.md §7, then one
+    /// BlindEvaluate and one batched proof on the rayon pool.
+    async fn evaluate_batch(
+        &self,
+        req: Request<EvaluateRequest>,
+    ) -> Result<EvaluateResponse, Refusal> {
+        let state = &self.state;
+        let caller = state.authenticate(&req, true)?;
+        let served = state.current();
+        let req = req.into_inner();
+        state.check_index_id(&served, &req.index_id)?;
+        if served.key.is_none() {
+            return Err(Refusal::BucketsOnly);
+        }
+        let n = req.blinded_elements.len();
+        let max = state.config().max_batch as usize;
+        if n == 0 {
+            return Err(Refusal::EmptyBatch);
+        }
+        if n > max {
+            return Err(Refusal::BatchTooLarge { len: n, max });
+        }
+        // Validate every element before any scalar multiplication: lengths
+        // here, decoding (one decompression each) on the rayon pool.
+        if let Some(index) = req
+            .blinded_elements
+            .iter()
+            .position(|b| b.len() != proto::ELEMENT_LEN)
+        {
+            return Err(Refusal::InvalidElement { index });
+        }
+        let wire = req.blinded_elements;
+        let blinded = on_pool(move || {
+            wire.par_iter()
+                .enumerate()
+                .map(|(index, b)| {
+                    BlindedElement::from_bytes(b).map_err(|_| Refusal::InvalidElement { index })
+                })
+                .collect::<Result<Vec<_>, Refusal>>()
+        })
+        .await??;
+        state.charge_elements(&caller, n as u64)?;
+        // The multiplications run on the rayon pool too, never on the runtime.
+        let key_holder = served.clone();
+        let (elements, proof) = on_pool(move || {
+            let Some(key) = key_holder.key.as_ref() else {
+                return Err(ProtocolError::InvalidInput);
+            };
+            let elements: Vec<_> = blinded
+                .par_chunks(64)
+                .flat_map_iter(|c| key.blind_evaluate_elements(c))
+                .collect();
+            key.generate_proof(&blinded, &elements, &mut rand::rng())
+                .map(|p| (elements, p))
+        })
+        .await?
+        .map_err(ServerError::from)?;
+        state.metrics.add_elements(n as u64);
+        tracing::debug!(api_key = %caller.name, elements = n, "evaluated batch");
+        Ok(EvaluateResponse {
+            evaluated_elements: elements.iter().map(|e| e.to_bytes().to_vec()).collect(),
+            proof: proof.to_bytes().to_vec(),
+        })
+    }
+
+    /// GetBuckets: checks the prefixes, charges the bytes, then streams the
+    /// payloads straight from the map.
+    fn bucket_stream(&self, req: Request<GetBucketsRequest>) -> Result<BucketStream, Refusal> {
+        let state = &self.state;
+        let caller = state.authenticate(&req, true)?;
+        let served = state.current();
+        let req = req.into_inner();
+        state.check_index_id(&served, &req.index_id)?;
+        let k = served.index.header().bucket_bits;
+        let j = req.prefix_bits;
+        let floor = state.config().min_prefix_bits.min(k);
+        if j > k {
+            return Err(Refusal::PrefixAboveBucketBits {
+                prefix_bits: j,
+                bucket_bits: k,
+            });
+        }
+        if j < floor {
+            return Err(Refusal::PrefixBelowFloor {
+                prefix_bits: j,
+                floor,
+            });
+        }
+        let mut prefixes = req.prefixes;
+        if j == 0 && prefixes.is_empty() {
+            prefixes.push(0);
+        }
+        let max = state.config().max_prefixes;
+        if prefixes.len() > max as usize {
+            return Err(Refusal::TooManyPrefixes {
+                len: prefixes.len(),
+                max,
+            });
+        }
+        let mut seen = HashSet::with_capacity(prefixes.len());
+        for (index, &prefix) in prefixes.iter().enumerate() {
+            if j < 32 && prefix >> j != 0 {
+                return Err(Refusal::PrefixDoesNotFit {
+                    index,
+                    prefix,
+                    prefix_bits: j,
+                });
+            }
+            if !seen.insert(prefix) {
+                return Err(Refusal::PrefixRepeated { index, prefix });
+            }
+        }
+        let per_prefix = 1u64 << (k - j);
+        let payload_len = served.index.dir_entry(0).map_or(0, |e| u64::from(e.len));
+        let bytes = prefixes.len() as u64 * per_prefix * payload_len;
+        state.charge_bytes(&caller, bytes)?;
+        state.metrics.add_bucket_bytes(bytes);
+        let index = served.index.clone();
+        let chunks = prefixes
+            .into_iter()
+            .flat_map(move |p| proto::buckets_under_prefix(p, j, k))
+            .map(move |b| {
+                index
+                    .bucket_bytes(b)
+                    .map(|payload| BucketChunk { bucket: b, payload })
+                    .ok_or_else(|| {
+                        Refusal::Internal(ServerError::Bug("a bucket in range has no payload"))
+                            .into()
+                    })
+            });
+        Ok(Box::pin(tokio_stream::iter(chunks)))
+    }
+}
+
+/// Runs `f` on the rayon pool and awaits its result.
+async fn on_pool<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Refusal> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    rayon::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.await
+        .map_err(|_| ServerError::Bug("a rayon task ended without an answer").into())
+}
+
+#[tonic::async_trait]
+impl BreachCheck for Service {
+    async fn get_index_info(
+        &self,
+        req: Request<GetIndexInfoRequest>,
+    ) -> Result<Response<IndexInfo>, Status> {
+        Ok(Response::new(self.index_info(&req)?))
+    }
+
+    async fn evaluate(
+        &self,
+        req: Request<EvaluateRequest>,
+    ) -> Result<Response<EvaluateResponse>, Status> {
+        Ok(Response::new(self.evaluate_batch(req).await?))
+    }
+
+    type GetBucketsStream = BucketStream;
+
+    async fn get_buckets(
+        &self,
+        req: Request<GetBucketsRequest>,
+    ) -> Result<Response<Self::GetBucketsStream>, Status> {
+        Ok(Response::new(self.bucket_stream(req)?))
+    }
+}

@@ -1,0 +1,211 @@
+//! What the service shares across calls: the served (index, key) pair, which
+//! a reload swaps atomically, the ids of indexes served before, the
+//! configuration, the API keys, the quota store and the metrics.
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use breachcheck_proto::ServerKey;
+
+use crate::error::{Refusal, Result};
+use crate::index::reader::Index;
+use crate::key::load_key;
+use crate::serve::auth::ApiKeys;
+use crate::serve::config::Config;
+use crate::serve::metrics::Metrics;
+use crate::serve::quota::{Caller, MemoryQuotas, QuotaStore};
+
+/// An index and the key it was built with, served together. A bucket-only
+/// replica has no key: it answers GetIndexInfo and GetBuckets only.
+#[derive(Debug)]
+pub struct Served {
+    /// The mapped index.
+    pub index: Index,
+    /// Its OPRF key (`None` on a bucket-only replica).
+    pub key: Option<ServerKey>,
+}
+
+impl Served {
+    /// Loads a key and an index, checks that they match and (unless
+    /// `verify_body` is false) hashes the whole body.
+    ///
+    /// # Errors
+    ///
+    /// Key, index or mismatch errors.
+    pub fn load(index: &Path, key: &Path, verify_body: bool) -> Result<Self> {
+        let key = load_key(key)?;
+        let index = Index::open_with_key(index, &key)?;
+        if verify_body {
+            index.verify()?;
+        }
+        Ok(Served {
+            index,
+            key: Some(key),
+        })
+    }
+
+    /// Loads an index without its key, for a bucket-only replica.
+    ///
+    /// # Errors
+    ///
+    /// Index errors.
+    pub fn load_buckets_only(index: &Path, verify_body: bool) -> Result<Self> {
+        let index = Index::open(index)?;
+        if verify_body {
+            index.verify()?;
+        }
+        Ok(Served { index, key: None })
+    }
+
+    /// Loads the pair, or the index alone when `key` is `None`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Served::load`] and [`Served::load_buckets_only`].
+    pub(crate) fn load_optional_key(
+        index: &Path,
+        key: Option<&Path>,
+        verify_body: bool,
+    ) -> Result<Self> {
+        match key {
+            Some(key) => Self::load(index, key, verify_body),
+            None => Self::load_buckets_only(index, verify_body),
+        }
+    }
+}
+
+/// Everything the service shares across calls.
+#[derive(Debug)]
+pub struct AppState {
+    served: RwLock<Arc<Served>>,
+    retired: RwLock<Vec<[u8; 32]>>,
+    config: Config,
+    keys: ApiKeys,
+    quotas: Arc<dyn QuotaStore>,
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    /// State for `served` under `config`, with in-memory quotas.
+    pub fn new(served: Served, config: Config) -> Self {
+        Self::with_quotas(served, config, Arc::new(MemoryQuotas::new()))
+    }
+
+    /// State with a given quota store.
+    pub fn with_quotas(served: Served, config: Config, quotas: Arc<dyn QuotaStore>) -> Self {
+        let anonymous = config.allow_anonymous.then_some(config.anonymous);
+        let keys = ApiKeys::new(&config.api_keys, config.default_quota, anonymous);
+        AppState {
+            served: RwLock::new(Arc::new(served)),
+            retired: RwLock::new(Vec::new()),
+            config,
+            keys,
+            quotas,
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+
+    /// The pair being served now.
+    pub fn current(&self) -> Arc<Served> {
+        self.served
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Atomically replaces the served pair. Calls already running finish on
+    /// the old one; afterwards its `index_id` is answered with
+    /// FAILED_PRECONDITION.
+    pub fn swap(&self, next: Served) {
+        let mut cur = self.served.write().unwrap_or_else(|e| e.into_inner());
+        let old_id = *cur.index.index_id();
+        if &old_id != next.index.index_id() {
+            self.retired
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(old_id);
+        }
+        *cur = Arc::new(next);
+        self.metrics.reloaded();
+    }
+
+    /// Reloads the index and key from the configured paths (SIGHUP); without
+    /// a key path, as a bucket-only replica.
+    ///
+    /// # Errors
+    ///
+    /// Whatever loading fails with; the old pair stays served.
+    pub fn reload(&self, index: &Path, key: Option<&Path>) -> Result<()> {
+        let next = Served::load_optional_key(index, key, true)?;
+        tracing::info!(
+            index = %index.display(),
+            index_id = %hex::encode(next.index.index_id()),
+            public_key = %next.index.public_key_fingerprint(),
+            "reloaded index"
+        );
+        self.swap(next);
+        Ok(())
+    }
+
+    /// The caller behind the `authorization` metadata. GetIndexInfo does not
+    /// `require` a key: without one, it is answered as `public`.
+    pub(crate) fn authenticate<T>(
+        &self,
+        req: &tonic::Request<T>,
+        required: bool,
+    ) -> Result<Caller, Refusal> {
+        let header = req.metadata().get("authorization").map(|v| v.as_bytes());
+        if header.is_none() && !required {
+            return Ok(Caller {
+                name: "public".into(),
+                quota: self.config.anonymous.into(),
+            });
+        }
+        Ok(self.keys.authenticate(header)?)
+    }
+
+    /// Checks a request's `index_id` against the served index.
+    pub(crate) fn check_index_id(&self, served: &Served, id: &[u8]) -> Result<(), Refusal> {
+        // An empty id means "the current index": the proof still binds the
+        // answer to the key, so a client that does not track ids loses nothing.
+        if id.is_empty() || id == served.index.index_id() {
+            return Ok(());
+        }
+        let retired = self.retired.read().unwrap_or_else(|e| e.into_inner());
+        if retired.iter().any(|r| r.as_slice() == id) {
+            Err(Refusal::StaleIndex)
+        } else {
+            Err(Refusal::UnknownIndex)
+        }
+    }
+
+    /// Charges `n` elements to `caller`, counting and logging a refusal.
+    pub(crate) fn charge_elements(&self, caller: &Caller, n: u64) -> Result<(), Refusal> {
+        let r = self.quotas.charge_elements(caller, n);
+        self.charged(caller, r)
+    }
+
+    /// Charges `bytes` of bucket download to `caller`, likewise.
+    pub(crate) fn charge_bytes(&self, caller: &Caller, bytes: u64) -> Result<(), Refusal> {
+        let r = self.quotas.charge_bytes(caller, bytes);
+        self.charged(caller, r)
+    }
+
+    fn charged(
+        &self,
+        caller: &Caller,
+        r: Result<(), crate::serve::quota::Exhausted>,
+    ) -> Result<(), Refusal> {
+        r.map_err(|e| {
+            self.metrics.quota_rejected(&caller.name);
+            tracing::info!(api_key = %caller.name, "quota exhausted");
+            e.into()
+        })
+    }
+}
