@@ -9,15 +9,19 @@
 //!   0`): about the same bytes, and the server learns nothing. Requests carry
 //!   up to [`PREFIXES_PER_REQUEST`] prefixes; a server with a lower limit
 //!   answers OUT_OF_RANGE and the request size is halved.
-//! * **Trust.** A GetBuckets answer must hold exactly the buckets asked
-//!   for, each once, and every payload must decode strictly with the index's
-//!   fingerprint width and at most [`max_entries`] entries
+//! * **Trust.** The index id must commit to the advertised key, layout and
+//!   bucket root ([`check_layout`]). A GetBuckets answer must hold exactly
+//!   the buckets asked for, each once; every payload must be exactly
+//!   `payload_len` bytes, its Merkle proof must lead to the bucket root
+//!   ([`verify_bucket`], docs/PROTOCOL.md §6), and it must decode strictly
+//!   with the index's fingerprint width and exactly [`max_entries`] entries
 //!   ([`Payload::decode_expecting`]). Anything else is
 //!   [`ClientError::BadBucket`]: a doubt never becomes "not found".
 //! * **The disk cache.** `<cache_dir>/<hex index id>/<bucket:08x>.bin` holds
-//!   a payload as the server sent it, written under a temporary name and
-//!   renamed. A file that does not decode (truncated, tampered) is neither
-//!   trusted nor fatal: the bucket is downloaded again and the file
+//!   a payload as the server sent it followed by its Merkle proof, written
+//!   under a temporary name and renamed. It is checked exactly like an
+//!   answer from the network; a file that fails (truncated, tampered) is
+//!   neither trusted nor fatal: the bucket is downloaded again and the file
 //!   replaced. The directories of other index ids are removed once per
 //!   index change, not per lookup.
 //! * **The memory budget.** Decoded payloads are kept for later chunks of
@@ -30,7 +34,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use breachcheck_proto::pb::{BucketChunk, IndexInfo};
 use breachcheck_proto::{
-    MAX_BUCKET_BITS, Output, Payload, PhoneNumber, bucket_value, buckets_under_prefix, top_bits,
+    IndexLayout, MAX_BUCKET_BITS, MERKLE_HASH_LEN, Output, PAYLOAD_HEADER_LEN, Payload,
+    PhoneNumber, bucket_value, buckets_under_prefix, top_bits, verify_bucket,
 };
 use tonic::Code;
 
@@ -76,17 +81,45 @@ impl Fetched {
     }
 }
 
-/// Checks that `info`'s bucket layout is one this client can use.
+/// Checks that `info`'s bucket layout is one this client can use, and that
+/// its index id commits to its key, layout and bucket root (so that pinning
+/// the id pins every bucket).
 ///
 /// # Errors
 ///
-/// [`ClientError::UnsupportedIndex`] for `f` outside `1..=64` or `k` above
-/// [`MAX_BUCKET_BITS`].
+/// [`ClientError::UnsupportedIndex`] for `f` outside `1..=64`, `k` above
+/// [`MAX_BUCKET_BITS`], payloads shorter than their header or with no entry,
+/// malformed key, root or id, or an index id that is not the commitment to
+/// the rest.
 pub(crate) fn check_layout(info: &IndexInfo) -> Result<()> {
-    if !(1..=64).contains(&info.fingerprint_bits) || info.bucket_bits > MAX_BUCKET_BITS {
-        return Err(ClientError::UnsupportedIndex(
-            "bucket layout out of range".into(),
-        ));
+    let unsupported = |why: &str| Err(ClientError::UnsupportedIndex(why.into()));
+    if !(1..=64).contains(&info.fingerprint_bits)
+        || info.bucket_bits > MAX_BUCKET_BITS
+        || (info.payload_len as usize) < PAYLOAD_HEADER_LEN
+        || info.bucket_entries == 0
+        || info.bucket_entries > MAX_BUCKET_ENTRIES
+    {
+        return unsupported("bucket layout out of range");
+    }
+    let (Ok(public_key), Ok(root), Ok(id)) = (
+        <[u8; 32]>::try_from(info.public_key.as_slice()),
+        <[u8; 32]>::try_from(info.bucket_root.as_slice()),
+        <[u8; 32]>::try_from(info.index_id.as_slice()),
+    ) else {
+        return unsupported("public key, bucket root and index id must be 32 bytes each");
+    };
+    let layout = IndexLayout {
+        public_key,
+        bucket_bits: info.bucket_bits,
+        fingerprint_bits: info.fingerprint_bits,
+        bucket_entries: info.bucket_entries,
+        payload_len: info.payload_len,
+    };
+    if layout.index_id(&root) != id {
+        return unsupported(
+            "the index id is not the commitment to the advertised key, layout and bucket root: \
+             this server's description cannot be trusted",
+        );
     }
     Ok(())
 }
@@ -106,19 +139,12 @@ pub(crate) fn prefix_bits(requested: Option<u32>, info: &IndexInfo) -> u32 {
         .max(info.min_prefix_bits.min(k))
 }
 
-/// The most entries one bucket of `info`'s index may hold.
-///
-/// The builder pads every bucket to the entry count of the fullest one, so
-/// a bucket holds between `ceil(entry_count / 2^k)` and `max(entry_count,
-/// 1)` entries (an empty index still has one dummy per bucket). The upper
-/// end is the bound, since the lower one does not hold for the fullest
-/// bucket; it is capped at [`MAX_BUCKET_ENTRIES`] so that an IndexInfo
-/// claiming billions of entries cannot make one payload reserve more memory
-/// than an honest message could fill.
+/// The entries every bucket of `info`'s index holds: `bucket_entries`, which
+/// the index id commits to ([`check_layout`] also bounds it by
+/// [`MAX_BUCKET_ENTRIES`], so a lying IndexInfo cannot make one payload
+/// reserve more memory than an honest message could fill).
 pub(crate) fn max_entries(info: &IndexInfo) -> u32 {
-    u32::try_from(info.entry_count.max(1))
-        .unwrap_or(u32::MAX)
-        .min(MAX_BUCKET_ENTRIES)
+    info.bucket_entries.min(MAX_BUCKET_ENTRIES)
 }
 
 /// Which GetBuckets requests fetch a set of missing buckets.
@@ -329,9 +355,9 @@ async fn download(
         rest = tail;
         check_answer(&expected, &chunks)?;
         for chunk in chunks {
-            let p = decode(chunk.bucket, &chunk.payload, info)?;
+            let p = decode(chunk.bucket, &chunk.payload, &chunk.bucket_proof, info)?;
             if let Some(dir) = dir {
-                write_cached(dir, chunk.bucket, &chunk.payload)?;
+                write_cached(dir, chunk.bucket, &chunk.payload, &chunk.bucket_proof)?;
             }
             have.insert(chunk.bucket, Arc::new(p));
         }
@@ -359,14 +385,33 @@ fn check_answer(expected: &BTreeSet<u32>, chunks: &[BucketChunk]) -> Result<()> 
     }
 }
 
-/// Decodes the payload of `bucket` with `info`'s shape.
-fn decode(bucket: u32, bytes: &[u8], info: &IndexInfo) -> Result<Payload> {
-    Payload::decode_expecting(bytes, info.fingerprint_bits, max_entries(info)).map_err(|e| {
-        ClientError::BadBucket {
+/// Checks the payload of `bucket` against `info`'s bucket root with its
+/// Merkle `proof` (before anything is allocated for it), then decodes it with
+/// `info`'s shape.
+fn decode(bucket: u32, bytes: &[u8], proof: &[u8], info: &IndexInfo) -> Result<Payload> {
+    if bytes.len() != info.payload_len as usize {
+        return Err(bad(bucket, "the payload is not the index's payload length"));
+    }
+    let root = <[u8; 32]>::try_from(info.bucket_root.as_slice()).unwrap_or_default();
+    if !verify_bucket(bucket, bytes, proof, info.bucket_bits, &root) {
+        return Err(bad(
+            bucket,
+            "the payload is not the one the index id names (its Merkle proof fails)",
+        ));
+    }
+    let p = Payload::decode_expecting(bytes, info.fingerprint_bits, max_entries(info)).map_err(
+        |e| ClientError::BadBucket {
             bucket,
             reason: e.to_string(),
-        }
-    })
+        },
+    )?;
+    if p.fingerprints.len() != info.bucket_entries as usize {
+        return Err(bad(
+            bucket,
+            "the payload does not hold bucket_entries entries",
+        ));
+    }
+    Ok(p)
 }
 
 fn bad(bucket: u32, reason: &str) -> ClientError {
@@ -380,10 +425,17 @@ fn cache_file(dir: &Path, bucket: u32) -> PathBuf {
     dir.join(format!("{bucket:08x}.bin"))
 }
 
-/// The cached payload of `bucket`, if there is a file and it decodes.
+/// The cached payload of `bucket`, if there is a file and it passes the
+/// same checks as an answer from the server.
 fn read_cached(dir: &Path, bucket: u32, info: &IndexInfo) -> Option<Payload> {
     let bytes = std::fs::read(cache_file(dir, bucket)).ok()?;
-    match Payload::decode_expecting(&bytes, info.fingerprint_bits, max_entries(info)) {
+    let proof_len = MERKLE_HASH_LEN * info.bucket_bits as usize;
+    if bytes.len() != info.payload_len as usize + proof_len {
+        tracing::warn!(dir = %dir.display(), "a cached bucket has the wrong length; downloading it again");
+        return None;
+    }
+    let (payload, proof) = bytes.split_at(info.payload_len as usize);
+    match decode(bucket, payload, proof, info) {
         Ok(p) => Some(p),
         Err(e) => {
             // Not the bucket number: it is k bits of a hash of a checked number.
@@ -393,11 +445,12 @@ fn read_cached(dir: &Path, bucket: u32, info: &IndexInfo) -> Option<Payload> {
     }
 }
 
-/// Writes a payload to the cache under a temporary name, then renames it.
-fn write_cached(dir: &Path, bucket: u32, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes a payload and its proof to the cache under a temporary name, then
+/// renames it.
+fn write_cached(dir: &Path, bucket: u32, payload: &[u8], proof: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!("{bucket:08x}.tmp"));
-    std::fs::write(&tmp, bytes)?;
+    std::fs::write(&tmp, [payload, proof].concat())?;
     std::fs::rename(&tmp, cache_file(dir, bucket))
 }
 
@@ -409,6 +462,7 @@ mod tests {
         IndexInfo {
             bucket_bits: k,
             entry_count,
+            bucket_entries: u32::try_from(entry_count).unwrap_or(u32::MAX).max(1),
             fingerprint_bits: 44,
             ..IndexInfo::default()
         }
@@ -441,16 +495,48 @@ mod tests {
     }
 
     #[test]
-    fn max_entries_is_the_entry_count_capped() {
+    fn max_entries_is_bucket_entries_capped() {
         assert_eq!(max_entries(&info(4, 0)), 1);
         assert_eq!(max_entries(&info(4, 12_000)), 12_000);
         assert_eq!(max_entries(&info(0, u64::MAX)), MAX_BUCKET_ENTRIES);
     }
 
+    #[test]
+    fn an_index_id_that_does_not_commit_to_the_layout_is_refused() {
+        let layout = IndexLayout {
+            public_key: [7; 32],
+            bucket_bits: 4,
+            fingerprint_bits: 44,
+            bucket_entries: 100,
+            payload_len: 600,
+        };
+        let mut i = IndexInfo {
+            public_key: vec![7; 32],
+            bucket_bits: 4,
+            fingerprint_bits: 44,
+            bucket_entries: 100,
+            payload_len: 600,
+            bucket_root: vec![9; 32],
+            index_id: layout.index_id(&[9; 32]).to_vec(),
+            ..IndexInfo::default()
+        };
+        assert!(check_layout(&i).is_ok());
+        i.bucket_entries = 101;
+        assert!(matches!(
+            check_layout(&i),
+            Err(ClientError::UnsupportedIndex(_))
+        ));
+        i.bucket_entries = 100;
+        i.bucket_root = vec![8; 32];
+        assert!(check_layout(&i).is_err());
+        i.bucket_root = vec![9; 31];
+        assert!(check_layout(&i).is_err());
+    }
+
     fn chunk(bucket: u32) -> BucketChunk {
         BucketChunk {
             bucket,
-            payload: Default::default(),
+            ..BucketChunk::default()
         }
     }
 

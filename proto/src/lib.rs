@@ -139,8 +139,9 @@ mod tests {
         let chunk = pb::BucketChunk {
             bucket: 8,
             payload: vec![9].into(),
+            bucket_proof: vec![10],
         };
-        assert_eq!(chunk.encode_to_vec(), [0x08, 8, 0x12, 1, 9]);
+        assert_eq!(chunk.encode_to_vec(), [0x08, 8, 0x12, 1, 9, 0x1a, 1, 10]);
         let info = pb::IndexInfo {
             suite: "s".into(),
             mode: 1,
@@ -158,13 +159,16 @@ mod tests {
             }],
             max_batch: 9,
             min_prefix_bits: 10,
+            bucket_root: vec![11],
+            bucket_entries: 12,
+            payload_len: 13,
         };
         assert_eq!(
             info.encode_to_vec(),
             [
                 0x0a, 1, b's', 0x10, 1, 0x1a, 1, 2, 0x22, 1, 3, 0x28, 4, 0x30, 5, 0x38, 6, 0x42,
                 15, 0x0a, 1, b'i', 0x12, 1, b'n', 0x1a, 1, b'd', 0x22, 1, b'x', 0x2a, 1, b'c',
-                0x48, 9, 0x50, 10
+                0x48, 9, 0x50, 10, 0x5a, 1, 11, 0x60, 12, 0x68, 13
             ]
         );
     }

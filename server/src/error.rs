@@ -89,8 +89,9 @@ pub enum IndexFault {
     /// Does not start with the index magic.
     #[error("wrong magic: not a breachcheck index")]
     WrongMagic,
-    /// A format version this build does not read.
-    #[error("unsupported format version {0}")]
+    /// A format version this build does not read (version 1 files predate
+    /// the bucket Merkle tree: rebuild them).
+    #[error("unsupported format version {0} (this build reads version 2; rebuild the index)")]
     UnsupportedVersion(u32),
     /// Shorter than its header says.
     #[error("truncated")]
@@ -101,18 +102,12 @@ pub enum IndexFault {
     /// The header checksum does not match.
     #[error("header checksum mismatch (corrupted)")]
     HeaderChecksum,
-    /// The directory checksum does not match.
-    #[error("bucket directory checksum mismatch (corrupted)")]
-    DirectoryChecksum,
-    /// The full-body hash does not match the index id.
-    #[error("body hash mismatch (corrupted)")]
+    /// The payloads do not hash to the header's bucket root.
+    #[error("body hash mismatch: the payloads do not hash to the bucket root (corrupted)")]
     BodyChecksum,
     /// A header field out of range.
     #[error("invalid header field: {0}")]
     Field(&'static str),
-    /// A directory entry out of range.
-    #[error("bucket directory entry out of range")]
-    Directory,
 }
 
 impl From<CodecError> for IndexFault {

@@ -10,7 +10,7 @@
 //! Two wings, one per data flow, and what they share. The modules are
 //! private; the public surface is the flat list of exports below.
 //!
-//! * `index/`: the build flow, dump → index file → mmap.
+//! * `index/`: the build flow, dump → index file → memory.
 //!   * `dump`: reading rows from dumps (lines, CSV, TSV; gzip, zstd; stdin).
 //!   * `breaches`: which breach each input belongs to.
 //!   * `build`: [`build_index`], its options and report, phases 1–2.
@@ -18,8 +18,8 @@
 //!   * `progress`: progress bar or log lines.
 //!   * `encode`: phase 3, the layout choice and padded bucket payloads.
 //!   * `write`: phase 4, the file written and fsynced.
-//!   * `format`: the header and directory layout ([`Header`], [`DirEntry`]).
-//!   * `reader`: the validated, memory-mapped [`Index`].
+//!   * `format`: the header layout ([`Header`]).
+//!   * `reader`: the validated, in-memory [`Index`] and its bucket Merkle tree.
 //!   * `inspect`: the [`inspect`] report.
 //! * `serve/`: the serve flow, index → gRPC.
 //!   * `mod`: [`serve()`] on a bound listener; [`bind`] and [`Bound::run`]
@@ -54,7 +54,7 @@ pub use index::build::{
     BuildOptions, BuildReport, InputSpec, build_index, default_memory_limit, parse_size,
 };
 pub use index::dump::{Column, RowStats, parse_region};
-pub use index::format::{BreachMeta, DirEntry, Header, MAGIC, VERSION};
+pub use index::format::{BreachMeta, Header, MAGIC, VERSION};
 pub use index::inspect::{InspectReport, inspect};
 pub use index::progress::ProgressMode;
 pub use index::reader::Index;

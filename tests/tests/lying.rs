@@ -108,6 +108,7 @@ impl BreachCheck for BucketLiar {
                 chunks.push(BucketChunk {
                     bucket: extra,
                     payload,
+                    bucket_proof: chunks[0].bucket_proof.clone(),
                 });
             }
             BucketLie::Duplicate => {
@@ -262,7 +263,9 @@ async fn cli_exits_2_on_label_width_8() {
     assert!(!stdout.contains("not found"), "{stdout}");
     assert!(!stderr.contains("checked "), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(stderr.contains("label width"), "{stderr}");
+    // The altered payload is not the one the index id names (length, then
+    // Merkle proof); it is refused before it is decoded.
+    assert!(stderr.contains("error: bucket "), "{stderr}");
 }
 
 // --- the disk cache -----------------------------------------------------------
@@ -296,9 +299,12 @@ async fn a_tampered_cache_file_is_refetched() {
         .filter(|p| p.extension().is_some_and(|x| x == "bin"))
         .collect();
     assert!(!files.is_empty());
+    // A cache file is the payload, then its Merkle proof.
+    let payload_len = c1.info().payload_len as usize;
     for p in &files {
         let honest = std::fs::read(p).expect("read");
-        std::fs::write(p, with_label_width_8(&honest)).expect("tamper");
+        let (payload, proof) = honest.split_at(payload_len);
+        std::fs::write(p, [&with_label_width_8(payload)[..], proof].concat()).expect("tamper");
     }
     let bytes_sent = || {
         server
@@ -322,7 +328,7 @@ async fn a_tampered_cache_file_is_refetched() {
     for p in &files {
         let bytes = std::fs::read(p).expect("read");
         assert!(
-            proto::Payload::decode(&bytes).is_ok(),
+            proto::Payload::decode(&bytes[..payload_len]).is_ok(),
             "{} kept",
             p.display()
         );

@@ -96,6 +96,9 @@ pub struct BuildReport {
     pub numbers_per_second: f64,
     /// Hex index id.
     pub index_id: String,
+    /// Real (non-padding) entries per bucket: (lower bound, buckets). Kept
+    /// in the report for the operator, never in the index file.
+    pub bucket_histogram: std::collections::BTreeMap<u32, u64>,
 }
 
 impl BuildReport {
@@ -150,7 +153,15 @@ impl fmt::Display for BuildReport {
             "  wall time          {:.2} s ({:.0} numbers/s)",
             r.wall_seconds, r.numbers_per_second
         )?;
-        writeln!(f, "  index id           {}", r.index_id)
+        writeln!(f, "  index id           {}", r.index_id)?;
+        writeln!(
+            f,
+            "  real entries per bucket (histogram, not stored in the index):"
+        )?;
+        for (lo, n) in &r.bucket_histogram {
+            writeln!(f, "    >= {lo:<8} {n}")?;
+        }
+        Ok(())
     }
 }
 
@@ -209,10 +220,10 @@ pub fn build_index(key: &ServerKey, out: &Path, opts: &BuildOptions) -> Result<B
         label_width,
         bucket_entries: p,
         entry_count: ev.distinct,
-        body_len: 0,
+        payload_len: 0,
         public_key: key.public_key().to_bytes(),
+        bucket_root: [0; 32],
         index_id: [0; 32],
-        directory_hash: [0; 32],
         breaches: opts.breaches.clone(),
     };
     let padding_key = blake3::derive_key("breachcheck v1 padding", &*key.to_secret_bytes());
@@ -224,7 +235,7 @@ pub fn build_index(key: &ServerKey, out: &Path, opts: &BuildOptions) -> Result<B
         &padding_key,
     )?;
     let tmp_out = TempGuard::new(out_dir.join(format!(".{file_name}.tmp-{}", std::process::id())));
-    let (header, file_size) = write_index(tmp_out.path(), header, &counts, &lens, &payloads)?;
+    let (header, file_size) = write_index(tmp_out.path(), header, &lens, &payloads)?;
     fs::rename(tmp_out.path(), out).map_err(io_err(out))?;
     if let Ok(d) = File::open(out_dir) {
         let _ = d.sync_all();
@@ -247,6 +258,7 @@ pub fn build_index(key: &ServerKey, out: &Path, opts: &BuildOptions) -> Result<B
         wall_seconds: wall,
         numbers_per_second: distinct as f64 / wall.max(1e-9),
         index_id: hex::encode(header.index_id),
+        bucket_histogram: size_histogram(&counts),
     })
 }
 
@@ -424,4 +436,15 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
         .ok()
         .and_then(|n| n.checked_mul(mult))
         .ok_or_else(|| format!("not a size: {s:?}"))
+}
+
+/// Histogram of real-entry counts: (lower bound, buckets), 8 bins or fewer.
+fn size_histogram(counts: &[u32]) -> std::collections::BTreeMap<u32, u64> {
+    let max = counts.iter().copied().max().unwrap_or(0);
+    let width = (max / 8).max(1);
+    let mut h = std::collections::BTreeMap::new();
+    for &c in counts {
+        *h.entry(c / width * width).or_insert(0u64) += 1;
+    }
+    h
 }

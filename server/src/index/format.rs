@@ -3,7 +3,7 @@
 //! ```text
 //! offset  size  field
 //! 0       8     magic "BCHKIDX\0"
-//! 8       4     format version (1)
+//! 8       4     format version (2)
 //! 12      4     header_len H (bytes from offset 0 to the end of the header checksum)
 //! 16      1     mode (1 = VOPRF)
 //! 17      1     bucket_bits k
@@ -11,18 +11,23 @@
 //! 19      1     label_width W (bytes per label; 0 = no labels)
 //! 20      4     bucket_entries P (entries per bucket after padding)
 //! 24      8     entry_count (distinct numbers, padding excluded)
-//! 32      8     body_len (directory + payloads)
+//! 32      4     payload_len L (bytes of every bucket payload)
+//! 36      4     reserved, 0
 //! 40      32    public key (SerializeElement(pkS))
-//! 72      32    index_id = BLAKE3(body)
-//! 104     32    BLAKE3(directory)
+//! 72      32    bucket_root: root of the bucket Merkle tree (PROTOCOL.md §6)
+//! 104     32    index_id = IndexLayout(pkS, k, f, P, L).index_id(bucket_root)
 //! 136     4     breach_len B
 //! 140     B     breach table: JSON array of {id, name, date, description, data_classes}
 //! 140+B   32    BLAKE3(bytes 0 .. 140+B)
-//! H       16·2^k  directory: per bucket {offset u64 (from body start), len u32, real_entries u32}
-//! ...           payloads
+//! H       L·2^k payloads, in bucket order, each exactly L bytes
 //! ```
+//!
+//! Version 2 has no directory: every payload has the same length, so bucket
+//! `b` starts at `H + b·L`, and nothing in the file tells how many real
+//! entries a bucket holds (version 1 stored those counts, which let anyone
+//! holding the file prove a bucket empty offline).
 
-use breachcheck_proto::{CodecError, Reader};
+use breachcheck_proto::{IndexLayout, Reader};
 use serde::{Deserialize, Serialize};
 
 use crate::error::IndexFault;
@@ -30,11 +35,9 @@ use crate::error::IndexFault;
 /// The first 8 bytes of every index file.
 pub const MAGIC: &[u8; 8] = b"BCHKIDX\0";
 /// The format version written and read.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Bytes of the fixed header before the breach table.
 pub(crate) const FIXED_HEADER_LEN: usize = 140;
-/// Bytes of one directory entry.
-pub(crate) const DIR_ENTRY_LEN: usize = 16;
 /// Largest breach table accepted.
 pub(crate) const MAX_BREACH_TABLE: usize = 1 << 20;
 /// Most breaches one index can label (label width ≤ 4 bytes).
@@ -74,14 +77,14 @@ pub struct Header {
     pub bucket_entries: u32,
     /// Distinct numbers.
     pub entry_count: u64,
-    /// Bytes of directory plus payloads.
-    pub body_len: u64,
+    /// L: bytes of every bucket payload.
+    pub payload_len: u32,
     /// SerializeElement(pkS).
     pub public_key: [u8; 32],
-    /// BLAKE3 of the body.
+    /// The root of the bucket Merkle tree.
+    pub bucket_root: [u8; 32],
+    /// The index id: binds the key, the layout and the bucket root.
     pub index_id: [u8; 32],
-    /// BLAKE3 of the directory.
-    pub directory_hash: [u8; 32],
     /// The breaches, in label-bit order.
     pub breaches: Vec<BreachMeta>,
 }
@@ -92,9 +95,20 @@ impl Header {
         1usize << self.bucket_bits
     }
 
-    /// Bytes of the directory.
-    pub fn directory_len(&self) -> usize {
-        self.bucket_count() * DIR_ENTRY_LEN
+    /// Bytes of all payloads, `L·2^k`.
+    pub fn body_len(&self) -> u64 {
+        u64::from(self.payload_len) << self.bucket_bits
+    }
+
+    /// What the index id commits to besides the bucket root.
+    pub fn layout(&self) -> IndexLayout {
+        IndexLayout {
+            public_key: self.public_key,
+            bucket_bits: self.bucket_bits,
+            fingerprint_bits: self.fingerprint_bits,
+            bucket_entries: self.bucket_entries,
+            payload_len: self.payload_len,
+        }
     }
 
     /// Serializes the header, checksum included.
@@ -111,10 +125,11 @@ impl Header {
         h.push(self.label_width);
         h.extend_from_slice(&self.bucket_entries.to_le_bytes());
         h.extend_from_slice(&self.entry_count.to_le_bytes());
-        h.extend_from_slice(&self.body_len.to_le_bytes());
+        h.extend_from_slice(&self.payload_len.to_le_bytes());
+        h.extend_from_slice(&0u32.to_le_bytes());
         h.extend_from_slice(&self.public_key);
+        h.extend_from_slice(&self.bucket_root);
         h.extend_from_slice(&self.index_id);
-        h.extend_from_slice(&self.directory_hash);
         h.extend_from_slice(&(breaches.len() as u32).to_le_bytes());
         h.extend_from_slice(&breaches);
         let sum = blake3::hash(&h);
@@ -147,10 +162,11 @@ impl Header {
         let label_width = r.u8()?;
         let bucket_entries = r.u32_le()?;
         let entry_count = r.u64_le()?;
-        let body_len = r.u64_le()?;
+        let payload_len = r.u32_le()?;
+        let reserved = r.u32_le()?;
         let public_key = r.array()?;
+        let bucket_root = r.array()?;
         let index_id = r.array()?;
-        let directory_hash = r.array()?;
         let breach_len = r.u32_le()? as usize;
         r.finish()?;
         if breach_len > MAX_BREACH_TABLE || header_len != FIXED_HEADER_LEN + breach_len + 32 {
@@ -173,13 +189,16 @@ impl Header {
             label_width,
             bucket_entries,
             entry_count,
-            body_len,
+            payload_len,
             public_key,
+            bucket_root,
             index_id,
-            directory_hash,
             breaches: serde_json::from_slice(breach_table)
                 .map_err(|_| IndexFault::Field("breach table"))?,
         };
+        if reserved != 0 {
+            return Err(IndexFault::Field("reserved"));
+        }
         if h.mode != 1 {
             return Err(IndexFault::Field("mode"));
         }
@@ -192,64 +211,19 @@ impl Header {
         if usize::from(h.label_width) > MAX_BREACHES / 8 || h.breaches.len() > MAX_BREACHES {
             return Err(IndexFault::Field("label_width"));
         }
-        let expected = (header_len as u64).checked_add(h.body_len);
-        match expected {
+        if (h.payload_len as usize) < breachcheck_proto::PAYLOAD_HEADER_LEN {
+            return Err(IndexFault::Field("payload_len"));
+        }
+        if h.layout().index_id(&h.bucket_root) != h.index_id {
+            return Err(IndexFault::Field("index_id"));
+        }
+        match (header_len as u64).checked_add(h.body_len()) {
             Some(e) if e > file_len => return Err(IndexFault::Truncated),
             Some(e) if e < file_len => return Err(IndexFault::TrailingBytes),
-            None => return Err(IndexFault::Field("body_len")),
+            None => return Err(IndexFault::Field("payload_len")),
             Some(_) => {}
         }
-        if (h.directory_len() as u64) > h.body_len {
-            return Err(IndexFault::Truncated);
-        }
         Ok((h, header_len))
-    }
-}
-
-/// One directory entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DirEntry {
-    /// Offset of the payload from the start of the body.
-    pub offset: u64,
-    /// Payload length.
-    pub len: u32,
-    /// Real (non-padding) entries in the bucket.
-    pub real_entries: u32,
-}
-
-impl DirEntry {
-    /// Serializes the entry (16 bytes).
-    pub fn encode(&self) -> [u8; DIR_ENTRY_LEN] {
-        let mut out = [0u8; DIR_ENTRY_LEN];
-        out[..8].copy_from_slice(&self.offset.to_le_bytes());
-        out[8..12].copy_from_slice(&self.len.to_le_bytes());
-        out[12..].copy_from_slice(&self.real_entries.to_le_bytes());
-        out
-    }
-
-    /// Reads one entry at the cursor.
-    ///
-    /// # Errors
-    ///
-    /// [`CodecError::Truncated`] if fewer than 16 bytes are left.
-    pub fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        Ok(DirEntry {
-            offset: r.u64_le()?,
-            len: r.u32_le()?,
-            real_entries: r.u32_le()?,
-        })
-    }
-
-    /// Parses exactly one entry (16 bytes).
-    ///
-    /// # Errors
-    ///
-    /// [`IndexFault::Truncated`] or [`IndexFault::TrailingBytes`].
-    pub fn decode(bytes: &[u8]) -> Result<Self, IndexFault> {
-        let mut r = Reader::new(bytes);
-        let e = Self::read(&mut r)?;
-        r.finish()?;
-        Ok(e)
     }
 }
 
@@ -258,43 +232,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dir_entry_round_trips_and_rejects_wrong_lengths() {
-        let e = DirEntry {
-            offset: 1 << 40,
-            len: 77,
-            real_entries: 5,
-        };
-        assert_eq!(DirEntry::decode(&e.encode()), Ok(e));
-        assert_eq!(
-            DirEntry::decode(&e.encode()[..15]),
-            Err(IndexFault::Truncated)
-        );
-        let mut long = e.encode().to_vec();
-        long.push(0);
-        assert_eq!(DirEntry::decode(&long), Err(IndexFault::TrailingBytes));
-    }
-
-    #[test]
     fn header_round_trips_and_short_prefixes_are_truncated() {
-        let h = Header {
+        let mut h = Header {
             mode: 1,
             bucket_bits: 0,
             fingerprint_bits: 40,
             label_width: 0,
             bucket_entries: 1,
             entry_count: 1,
-            body_len: DIR_ENTRY_LEN as u64,
+            payload_len: 20,
             public_key: [1; 32],
-            index_id: [2; 32],
-            directory_hash: [3; 32],
+            bucket_root: [2; 32],
+            index_id: [0; 32],
             breaches: vec![BreachMeta {
                 id: "b".into(),
                 ..Default::default()
             }],
         };
+        h.index_id = h.layout().index_id(&h.bucket_root);
         let mut file = h.encode();
         let header_len = file.len();
-        file.extend_from_slice(&[0; DIR_ENTRY_LEN]);
+        file.extend_from_slice(&[0; 20]);
         let len = file.len() as u64;
         assert_eq!(Header::decode(&file, len), Ok((h, header_len)));
         for cut in [0, 4, 8, 100, FIXED_HEADER_LEN, header_len - 1] {

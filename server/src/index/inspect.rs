@@ -1,7 +1,7 @@
-//! `inspect`: an index's header, counts and bucket histogram, as text or
-//! JSON, and optionally whether its body hash checks out.
+//! `inspect`: an index's header and layout, as text or JSON, and optionally
+//! whether its payloads hash to its bucket root. Version 2 files hold no
+//! per-bucket counts (the build report has their histogram).
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -17,12 +17,12 @@ pub struct InspectReport {
     public_key_fingerprint: String,
     payload_len: u32,
     file_size: usize,
-    histogram: BTreeMap<u32, u64>,
     verified: Option<bool>,
 }
 
 /// Opens and checks the index at `path` and describes it; with `verify`, also
-/// hashes the whole body (a mismatch is reported, not an error).
+/// hashes every payload into the bucket root (a mismatch is reported, not
+/// an error).
 ///
 /// # Errors
 ///
@@ -30,15 +30,11 @@ pub struct InspectReport {
 pub fn inspect(path: &Path, verify: bool) -> Result<InspectReport> {
     let idx = Index::open(path)?;
     let header = idx.header().clone();
-    let counts: Vec<u32> = (0..header.bucket_count() as u32)
-        .filter_map(|b| idx.dir_entry(b).map(|e| e.real_entries))
-        .collect();
     Ok(InspectReport {
         path: path.to_owned(),
         public_key_fingerprint: idx.public_key_fingerprint(),
-        payload_len: idx.dir_entry(0).map_or(0, |e| e.len),
+        payload_len: header.payload_len,
         file_size: idx.file_len(),
-        histogram: size_histogram(&counts),
         verified: verify.then(|| idx.verify().is_ok()),
         header,
     })
@@ -87,7 +83,7 @@ impl InspectReport {
             "payload_len": self.payload_len,
             "file_size": self.file_size,
             "bytes_per_entry": self.bytes_per_entry(),
-            "bucket_histogram": self.histogram,
+            "bucket_root": hex::encode(h.bucket_root),
             "breaches": h.breaches,
             "verified": self.verified,
         })
@@ -107,6 +103,7 @@ impl fmt::Display for InspectReport {
             h.mode
         )?;
         writeln!(f, "index id         {}", hex::encode(h.index_id))?;
+        writeln!(f, "bucket root      {}", hex::encode(h.bucket_root))?;
         writeln!(
             f,
             "public key       {} (fingerprint {})",
@@ -148,25 +145,10 @@ impl fmt::Display for InspectReport {
                 b.data_classes.join("/")
             )?;
         }
-        writeln!(f, "real entries per bucket (histogram):")?;
-        for (lo, n) in &self.histogram {
-            writeln!(f, "  >= {lo:<8} {n}")?;
-        }
         if let Some(ok) = self.verified {
             let verdict = if ok { "OK" } else { "MISMATCH (corrupted)" };
             writeln!(f, "body hash        {verdict}")?;
         }
         Ok(())
     }
-}
-
-/// Histogram of real-entry counts: (lower bound, buckets), 8 bins or fewer.
-fn size_histogram(counts: &[u32]) -> BTreeMap<u32, u64> {
-    let max = counts.iter().copied().max().unwrap_or(0);
-    let width = (max / 8).max(1);
-    let mut h = BTreeMap::new();
-    for &c in counts {
-        *h.entry(c / width * width).or_insert(0u64) += 1;
-    }
-    h
 }

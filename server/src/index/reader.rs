@@ -1,16 +1,27 @@
-//! The read-only, memory-mapped index.
+//! The served index: read whole into memory, checked, and its bucket Merkle
+//! tree built once.
+//!
+//! Why memory and not a map: a mapped file that an operator truncates or
+//! copies over while it is served (`cp other.idx served.idx`) makes the
+//! process die of SIGBUS, or serve bytes that are not the ones its index id
+//! names. A private copy costs RAM equal to the file (2.3 GB at Weibo
+//! scale) and makes both impossible: the bytes served are exactly the bytes
+//! checked against the bucket root at load, whatever happens to the file.
 
 use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use breachcheck_proto::{PublicKey, Reader, ServerKey};
-use memmap2::Mmap;
+use breachcheck_proto::{MerkleTree, PublicKey, ServerKey, leaf_hash};
+use prost::bytes::Bytes;
+use rayon::prelude::*;
 
 use crate::error::{IndexFault, Result, ServerError, io_err};
-use crate::index::format::{DIR_ENTRY_LEN, DirEntry, Header};
+use crate::index::format::Header;
 
-/// An open, validated index. Cloning is cheap (the map is shared).
+/// An open, structurally checked index. Cloning is cheap (the bytes are
+/// shared).
 #[derive(Debug, Clone)]
 pub struct Index {
     inner: Arc<Inner>,
@@ -19,15 +30,19 @@ pub struct Index {
 #[derive(Debug)]
 struct Inner {
     path: PathBuf,
-    map: Mmap,
+    bytes: Bytes,
     header: Header,
     header_len: usize,
+    /// Built by [`Index::verify`]; only ever holds a tree whose root is the
+    /// header's bucket root.
+    tree: OnceLock<MerkleTree>,
 }
 
 impl Index {
-    /// Maps `path` read-only and validates magic, version, lengths, the header
-    /// and directory checksums and every directory entry. The body hash is
-    /// checked by [`Index::verify`], on demand.
+    /// Reads `path` into memory and checks magic, version, lengths, the
+    /// header checksum and that the index id commits to the header's layout
+    /// and bucket root. The payloads are checked against the root by
+    /// [`Index::verify`].
     ///
     /// # Errors
     ///
@@ -37,37 +52,35 @@ impl Index {
             path: path.to_owned(),
             reason,
         };
-        let file = File::open(path).map_err(io_err(path))?;
+        let mut file = File::open(path).map_err(io_err(path))?;
         let len = file.metadata().map_err(io_err(path))?.len();
         if len == 0 {
             return Err(bad(IndexFault::Truncated));
         }
-        let map = map_readonly(&file).map_err(io_err(path))?;
-        let (header, header_len) = Header::decode(&map, len).map_err(bad)?;
-        let dir = map
-            .get(header_len..header_len + header.directory_len())
-            .ok_or_else(|| bad(IndexFault::Truncated))?;
-        if blake3::hash(dir).as_bytes() != &header.directory_hash {
-            return Err(bad(IndexFault::DirectoryChecksum));
+        // Check the header before reserving memory for the whole file.
+        let mut head = vec![0u8; len.min(64 << 10) as usize];
+        file.read_exact(&mut head).map_err(io_err(path))?;
+        let (header, header_len) = Header::decode(&head, len).map_err(bad)?;
+        let mut bytes = Vec::with_capacity(len as usize);
+        bytes.extend_from_slice(&head);
+        drop(head);
+        // Read exactly what the header promised; a file that shrank or grew
+        // since its length was taken is refused, never half-served.
+        file.take(len - bytes.len() as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io_err(path))?;
+        match (bytes.len() as u64).cmp(&len) {
+            std::cmp::Ordering::Less => return Err(bad(IndexFault::Truncated)),
+            std::cmp::Ordering::Greater => return Err(bad(IndexFault::TrailingBytes)),
+            std::cmp::Ordering::Equal => {}
         }
-        let mut r = Reader::new(dir);
-        for _ in 0..header.bucket_count() {
-            let e = DirEntry::read(&mut r).map_err(|e| bad(e.into()))?;
-            let end = e.offset.checked_add(u64::from(e.len));
-            if e.offset < header.directory_len() as u64
-                || end.is_none_or(|end| end > header.body_len)
-            {
-                return Err(bad(IndexFault::Directory));
-            }
-        }
-        r.finish().map_err(|e| bad(e.into()))?;
-        let _ = map.advise(memmap2::Advice::Random);
         Ok(Index {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
-                map,
+                bytes: Bytes::from(bytes),
                 header,
                 header_len,
+                tree: OnceLock::new(),
             }),
         })
     }
@@ -98,21 +111,29 @@ impl Index {
         Ok(())
     }
 
-    /// Hashes the whole body and compares it with the index id.
+    /// Hashes every payload into the bucket Merkle tree (on all cores) and
+    /// compares its root with the header's; on success keeps the tree, which
+    /// [`Index::bucket_proof`] needs.
     ///
     /// # Errors
     ///
     /// [`ServerError::BadIndexFile`] with [`IndexFault::BodyChecksum`].
     pub fn verify(&self) -> Result<()> {
-        let body = &self.inner.map[self.inner.header_len..];
-        let mut h = blake3::Hasher::new();
-        h.update_rayon(body);
-        if h.finalize().as_bytes() != &self.inner.header.index_id {
+        if self.inner.tree.get().is_some() {
+            return Ok(());
+        }
+        let leaves: Vec<[u8; 32]> = (0..self.header().bucket_count() as u32)
+            .into_par_iter()
+            .map(|b| leaf_hash(b, self.bucket(b).unwrap_or_default()))
+            .collect();
+        let tree = MerkleTree::from_leaves(leaves).map_err(ServerError::Protocol)?;
+        if tree.root() != self.inner.header.bucket_root {
             return Err(ServerError::BadIndexFile {
                 path: self.inner.path.clone(),
                 reason: IndexFault::BodyChecksum,
             });
         }
+        let _ = self.inner.tree.set(tree);
         Ok(())
     }
 
@@ -121,19 +142,19 @@ impl Index {
         &self.inner.header
     }
 
-    /// The index id (BLAKE3 of the body).
+    /// The index id.
     pub fn index_id(&self) -> &[u8; 32] {
         &self.inner.header.index_id
     }
 
-    /// The file it was opened from.
+    /// The file it was read from.
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
 
     /// Size of the file in bytes.
     pub fn file_len(&self) -> usize {
-        self.inner.map.len()
+        self.inner.bytes.len()
     }
 
     /// The fingerprint of the index's public key.
@@ -143,56 +164,35 @@ impl Index {
             .unwrap_or_else(|_| "invalid".into())
     }
 
-    /// The directory entry of bucket `b`, if it exists.
-    pub fn dir_entry(&self, b: u32) -> Option<DirEntry> {
-        let i = b as usize;
-        if i >= self.inner.header.bucket_count() {
+    /// Where bucket `b`'s payload lies in the file, if `b` exists.
+    fn span(&self, b: u32) -> Option<std::ops::Range<usize>> {
+        let h = &self.inner.header;
+        if b as usize >= h.bucket_count() {
             return None;
         }
+        let len = h.payload_len as usize;
         let start = self
             .inner
             .header_len
-            .checked_add(i.checked_mul(DIR_ENTRY_LEN)?)?;
-        let bytes = self
-            .inner
-            .map
-            .get(start..start.checked_add(DIR_ENTRY_LEN)?)?;
-        DirEntry::decode(bytes).ok()
+            .checked_add((b as usize).checked_mul(len)?)?;
+        let end = start.checked_add(len)?;
+        (end <= self.inner.bytes.len()).then_some(start..end)
     }
 
-    /// The payload bytes of bucket `b`, borrowed from the map (no copy).
+    /// The payload bytes of bucket `b`.
     pub fn bucket(&self, b: u32) -> Option<&[u8]> {
-        let e = self.dir_entry(b)?;
-        let start = self.inner.header_len + usize::try_from(e.offset).ok()?;
-        self.inner.map.get(start..start + e.len as usize)
+        self.inner.bytes.get(self.span(b)?)
     }
 
-    /// The payload of bucket `b` as a shared, zero-copy `Bytes` that keeps
-    /// the map alive.
-    pub fn bucket_bytes(&self, b: u32) -> Option<prost::bytes::Bytes> {
-        let e = self.dir_entry(b)?;
-        let start = self.inner.header_len + usize::try_from(e.offset).ok()?;
-        let end = start + e.len as usize;
-        if end > self.inner.map.len() {
-            return None;
-        }
-        Some(prost::bytes::Bytes::from_owner(MapSlice(self.inner.clone())).slice(start..end))
+    /// The payload of bucket `b` as a shared, zero-copy `Bytes`.
+    pub fn bucket_bytes(&self, b: u32) -> Option<Bytes> {
+        Some(self.inner.bytes.slice(self.span(b)?))
     }
-}
 
-/// Lets `Bytes` borrow the whole map while holding the index alive.
-struct MapSlice(Arc<Inner>);
-
-impl AsRef<[u8]> for MapSlice {
-    fn as_ref(&self) -> &[u8] {
-        &self.0.map
+    /// Bucket `b`'s Merkle proof (its `k` sibling hashes, leaf level first);
+    /// `None` before a successful [`Index::verify`] or for a bucket outside
+    /// the index.
+    pub fn bucket_proof(&self, b: u32) -> Option<Vec<u8>> {
+        self.inner.tree.get()?.proof(b)
     }
-}
-
-#[allow(unsafe_code)]
-fn map_readonly(file: &File) -> std::io::Result<Mmap> {
-    // SAFETY: the map is read-only and the file is never modified in place:
-    // builds write a new file and rename it over the old name, which leaves
-    // existing maps of the old inode intact.
-    unsafe { Mmap::map(file) }
 }

@@ -67,6 +67,9 @@ impl Service {
                 .collect(),
             max_batch: state.config().max_batch,
             min_prefix_bits: state.config().min_prefix_bits.min(h.bucket_bits),
+            bucket_root: h.bucket_root.to_vec(),
+            bucket_entries: h.bucket_entries,
+            payload_len: h.payload_len,
         })
     }
 
@@ -183,7 +186,7 @@ impl Service {
             }
         }
         let per_prefix = 1u64 << (k - j);
-        let payload_len = served.index.dir_entry(0).map_or(0, |e| u64::from(e.len));
+        let payload_len = u64::from(served.index.header().payload_len);
         let bytes = prefixes.len() as u64 * per_prefix * payload_len;
         state.charge_bytes(&caller, bytes)?;
         state.metrics.add_bucket_bytes(bytes);
@@ -194,10 +197,17 @@ impl Service {
             .map(move |b| {
                 index
                     .bucket_bytes(b)
-                    .map(|payload| BucketChunk { bucket: b, payload })
+                    .zip(index.bucket_proof(b))
+                    .map(|(payload, bucket_proof)| BucketChunk {
+                        bucket: b,
+                        payload,
+                        bucket_proof,
+                    })
                     .ok_or_else(|| {
-                        Refusal::Internal(ServerError::Bug("a bucket in range has no payload"))
-                            .into()
+                        Refusal::Internal(ServerError::Bug(
+                            "a bucket in range has no payload or proof",
+                        ))
+                        .into()
                     })
             });
         Ok(Box::pin(tokio_stream::iter(chunks)))

@@ -26,34 +26,35 @@ pub struct Served {
 }
 
 impl Served {
-    /// Loads a key and an index, checks that they match and (unless
-    /// `verify_body` is false) hashes the whole body.
+    /// Loads a key and an index, checks that they match, and hashes every
+    /// payload into the bucket Merkle tree, whose root must be the header's.
+    ///
+    /// The hash is no longer optional (index format 2): GetBuckets sends
+    /// each bucket's proof from that tree, so `_verify_body` (from
+    /// `--no-verify`, kept so old command lines still run) changes nothing.
     ///
     /// # Errors
     ///
     /// Key, index or mismatch errors.
-    pub fn load(index: &Path, key: &Path, verify_body: bool) -> Result<Self> {
+    pub fn load(index: &Path, key: &Path, _verify_body: bool) -> Result<Self> {
         let key = load_key(key)?;
         let index = Index::open_with_key(index, &key)?;
-        if verify_body {
-            index.verify()?;
-        }
+        index.verify()?;
         Ok(Served {
             index,
             key: Some(key),
         })
     }
 
-    /// Loads an index without its key, for a bucket-only replica.
+    /// Loads an index without its key, for a bucket-only replica, and builds
+    /// its bucket Merkle tree (as [`Served::load`]).
     ///
     /// # Errors
     ///
     /// Index errors.
-    pub fn load_buckets_only(index: &Path, verify_body: bool) -> Result<Self> {
+    pub fn load_buckets_only(index: &Path, _verify_body: bool) -> Result<Self> {
         let index = Index::open(index)?;
-        if verify_body {
-            index.verify()?;
-        }
+        index.verify()?;
         Ok(Served { index, key: None })
     }
 

@@ -159,10 +159,10 @@ fn corruption_truncation_and_wrong_key_have_distinct_errors() {
     header[45] ^= 1;
     assert_eq!(fault(&header), IndexFault::HeaderChecksum);
     let idx = Index::open(&f.index).expect("open");
-    let dir_start = good.len() - idx.header().body_len as usize;
-    let mut directory = good.clone();
-    directory[dir_start + 3] ^= 1;
-    assert_eq!(fault(&directory), IndexFault::DirectoryChecksum);
+    let first_payload = good.len() - idx.header().body_len() as usize;
+    let mut payload = good.clone();
+    payload[first_payload + 20] ^= 1;
+    assert_eq!(fault(&payload), IndexFault::BodyChecksum);
     let mut payload = good.clone();
     let last = payload.len() - 7;
     payload[last] ^= 0x40;
@@ -265,8 +265,8 @@ fn automatic_layout_is_under_4_5_bytes_per_entry() {
     );
     // Every bucket's payload has the same length and entry count.
     let idx = Index::open(&dir.join("s.idx")).expect("open");
-    let lens: std::collections::BTreeSet<u32> = (0..idx.header().bucket_count() as u32)
-        .map(|b| idx.dir_entry(b).expect("entry").len)
+    let lens: std::collections::BTreeSet<usize> = (0..idx.header().bucket_count() as u32)
+        .map(|b| idx.bucket(b).expect("payload").len())
         .collect();
     assert_eq!(lens.len(), 1);
 }
