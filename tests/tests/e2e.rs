@@ -829,6 +829,7 @@ async fn metrics_count_requests_elements_and_rejections() {
     server.stop().await;
 }
 
+mod abuse;
 mod binaries;
 mod corpus;
 mod index;

@@ -40,6 +40,7 @@ pub struct Metrics {
     in_flight: AtomicU64,
     refusals: Mutex<BTreeMap<&'static str, u64>>,
     connections_open: AtomicU64,
+    connections_closed: AtomicU64,
     connections_accepted: AtomicU64,
     connections_refused: AtomicU64,
     connections_timed_out: Mutex<BTreeMap<&'static str, u64>>,
@@ -117,6 +118,12 @@ impl Metrics {
     /// Counts a connection closed.
     pub(crate) fn connection_closed(&self) {
         self.connections_open.fetch_sub(1, Ordering::Relaxed);
+        self.connections_closed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Accepted connections closed since start.
+    pub(crate) fn connections_closed(&self) -> u64 {
+        self.connections_closed.load(Ordering::Relaxed)
     }
 
     /// Counts a connection closed at accept because `max_connections` were open.

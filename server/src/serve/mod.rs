@@ -44,7 +44,9 @@ use crate::error::{Result, ServerError, io_err};
 use crate::serve::config::Config;
 use crate::serve::guard::GuardLayer;
 use crate::serve::metrics::{MetricsLayer, serve_metrics};
-use crate::serve::net::{ConnLimits, Incoming, connection_cap, raise_nofile_limit};
+use crate::serve::net::{
+    ConnLimits, Incoming, connection_cap, raise_nofile_limit, trim_after_churn,
+};
 use crate::serve::service::Service;
 use crate::serve::state::{AppState, Served};
 
@@ -114,15 +116,18 @@ pub async fn serve(
         idle: config.idle_timeout,
     };
     let cap = connection_cap(config.max_connections);
+    let trimmer = tokio::spawn(trim_after_churn(metrics.clone()));
     let incoming = Incoming::new(listener, cap, limits, metrics);
-    router
+    let served = router
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
             reporter
                 .set_not_serving::<BreachCheckServer<Service>>()
                 .await;
         })
-        .await
+        .await;
+    trimmer.abort();
+    served
 }
 
 /// A server loaded and bound, not yet answering: [`bind`]'s result.
@@ -274,10 +279,27 @@ fn reload_on_sighup(
     }))
 }
 
+/// Pending connections the kernel may queue before `accept` (it caps this
+/// at `net.core.somaxconn`). Deeper than tokio's 1,024 so a burst of
+/// connections waits for the accept loop, which closes what is over the
+/// cap, instead of being half-made by the kernel and never seen by us.
+const LISTEN_BACKLOG: u32 = 4096;
+
 async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServerError::Bind { addr, source })
+    let bind = || {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As TcpListener::bind does on unix: restarts need not wait for
+        // TIME_WAIT to pass.
+        #[cfg(unix)]
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    bind().map_err(|source| ServerError::Bind { addr, source })
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {

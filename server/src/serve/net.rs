@@ -14,6 +14,10 @@
 //!   [`ConnInfo`] tonic puts in every request's extensions.
 //! * [`raise_nofile_limit`] lifts the soft descriptor limit to the hard one,
 //!   and [`connection_cap`] keeps `max_connections` below what is left.
+//! * [`trim_after_churn`] hands freed heap back to the system after
+//!   connections close: glibc keeps it otherwise (measured: a round of
+//!   30,000 refused half-open streams left RSS 50 MB above its start after
+//!   every connection had closed; `malloc_trim(0)` brought it back to +3 MB).
 
 use std::io;
 use std::net::SocketAddr;
@@ -388,6 +392,45 @@ impl AsyncWrite for Conn {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
+
+/// How often [`trim_after_churn`] looks.
+const TRIM_EVERY: Duration = Duration::from_secs(5);
+
+/// Every [`TRIM_EVERY`], if connections were closed since the last look,
+/// returns the allocator's free memory to the system (glibc `malloc_trim`;
+/// elsewhere nothing), on a blocking thread. Runs until dropped.
+pub(crate) async fn trim_after_churn(metrics: Arc<Metrics>) {
+    let mut seen = metrics.connections_closed();
+    loop {
+        tokio::time::sleep(TRIM_EVERY).await;
+        let now = metrics.connections_closed();
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        let t = std::time::Instant::now();
+        if tokio::task::spawn_blocking(release_free_memory)
+            .await
+            .is_ok()
+        {
+            tracing::debug!(took_us = t.elapsed().as_micros() as u64, "heap trimmed");
+        }
+    }
+}
+
+/// Returns free heap pages to the system.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn release_free_memory() {
+    // SAFETY: malloc_trim takes no pointers and only releases free pages of
+    // glibc's own heaps; it is thread-safe (it locks each arena in turn).
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_free_memory() {}
 
 /// The descriptor limit, soft and hard, before and after [`raise_nofile_limit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
