@@ -63,6 +63,11 @@ pub struct SoakOptions {
     pub server_args: Vec<String>,
     /// Run only these attacks (by name); all when empty.
     pub only: Vec<String>,
+    /// Threads of the attackers' runtime. One (the default) leaves the
+    /// server the other core of a two-core machine: an attacker elsewhere
+    /// does not take the server's CPU, and one that shares the machine
+    /// measures the machine, not the server.
+    pub attack_threads: usize,
     /// Keep the server up this long after the run (its PID on stderr), to
     /// inspect its memory.
     pub hold: Duration,
@@ -79,6 +84,7 @@ impl Default for SoakOptions {
             idle_sockets: 2_000,
             server_args: Vec::new(),
             only: Vec::new(),
+            attack_threads: 1,
             hold: Duration::ZERO,
         }
     }
@@ -541,7 +547,7 @@ pub fn run(opts: &SoakOptions) -> anyhow::Result<SoakReport> {
     peak.store(rss_start_kb, Ordering::SeqCst);
     phase.store(ATTACK, Ordering::SeqCst);
     let attack_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(opts.attack_threads.max(1))
         .enable_all()
         .build()?;
     let t1 = Instant::now();

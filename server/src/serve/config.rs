@@ -550,6 +550,26 @@ mod tests {
         let text = include_str!("../../server.example.toml");
         let c = Config::from_toml(text).expect("example config");
         assert_eq!(c.max_batch, 4096);
+        // The example spells out the defaults.
+        let d = Config::default();
+        assert_eq!(
+            (c.max_connections, c.max_concurrent_streams),
+            (d.max_connections, d.max_concurrent_streams)
+        );
+        assert_eq!(
+            (c.handshake_timeout, c.idle_timeout, c.request_body_timeout),
+            (d.handshake_timeout, d.idle_timeout, d.request_body_timeout)
+        );
+        assert_eq!(c.request_timeout, d.request_timeout);
+        assert_eq!(
+            (c.keepalive_interval, c.keepalive_timeout),
+            (d.keepalive_interval, d.keepalive_timeout)
+        );
+        assert_eq!(
+            (c.max_connection_age, c.max_connection_age_grace),
+            (d.max_connection_age, d.max_connection_age_grace)
+        );
+        assert_eq!(c.default_quota, Quota::default());
         assert!(!c.api_keys.is_empty());
         assert!(!c.allow_anonymous);
     }
