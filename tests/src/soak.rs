@@ -784,7 +784,7 @@ async fn half_open(
                         .await
                     {
                         Ok(Ok((code, _))) => s.count(code_name(code)),
-                        Ok(Err(_)) => s.count("reset"),
+                        Ok(Err(e)) => s.count(format!("reset ({})", e.root_cause())),
                         Err(_) => s.count("no_answer_in_30s"),
                     }
                 }

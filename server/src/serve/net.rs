@@ -10,6 +10,8 @@
 //!   had no request in flight for too long: `handshake_timeout` from accept
 //!   to the first request's headers (so preface, TLS, SETTINGS and HEADERS
 //!   all fall under it), then `idle_timeout` after its last request ended.
+//!   Bytes alone (PINGs, SETTINGS, a trickle) do not reset it: the
+//!   deadline is looked at whenever the socket runs dry.
 //!   The guard layer tells it when requests start and end, through the
 //!   [`ConnInfo`] tonic puts in every request's extensions.
 //! * [`raise_nofile_limit`] lifts the soft descriptor limit to the hard one,
@@ -285,6 +287,8 @@ pub(crate) struct Conn {
     remote: Option<SocketAddr>,
     state: Arc<ConnState>,
     timer: Pin<Box<Sleep>>,
+    /// Whether the last read returned bytes (see `poll_read`).
+    fresh: bool,
     expired: bool,
     slot: Slot,
 }
@@ -305,6 +309,7 @@ impl Conn {
             remote: Some(peer),
             state,
             timer: Box::pin(tokio::time::sleep_until(first)),
+            fresh: false,
             expired: false,
             slot: Slot {
                 _permit: permit,
@@ -346,20 +351,35 @@ impl AsyncRead for Conn {
         let this = self.get_mut();
         // Register before looking, so a request ending in between wakes us.
         this.state.register(cx.waker());
-        if let Some((at, why)) = this.state.deadline() {
-            // Checked on every read, not only when the socket is quiet: PINGs
-            // or SETTINGS alone do not keep a connection open.
-            if Instant::now() >= at {
-                return this.expire(why);
-            }
-            if this.timer.deadline() != at {
-                this.timer.as_mut().reset(at);
-            }
-            if this.timer.as_mut().poll(cx).is_ready() {
-                return this.expire(why);
-            }
+        if let Poll::Ready(r) = Pin::new(&mut this.io).poll_read(cx, buf) {
+            this.fresh = true;
+            return Poll::Ready(r);
         }
-        Pin::new(&mut this.io).poll_read(cx, buf)
+        // Quiet now. The deadline is looked at only here: bytes waiting in
+        // the socket are read first, so a server slow to read (busy, not
+        // the peer's fault) does not expire a connection whose request
+        // arrived in time.
+        let fresh = std::mem::replace(&mut this.fresh, false);
+        let Some((at, why)) = this.state.deadline() else {
+            return Poll::Pending;
+        };
+        if Instant::now() >= at {
+            if !fresh {
+                return this.expire(why);
+            }
+            // Bytes came in on the last read: let the connection act on
+            // them first (a request among them ends the quiet), then look
+            // again.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        if this.timer.deadline() != at {
+            this.timer.as_mut().reset(at);
+        }
+        if this.timer.as_mut().poll(cx).is_ready() {
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
     }
 }
 

@@ -220,11 +220,34 @@ async fn regression_10_connections_without_a_request_are_closed() {
         .await
         .expect("write");
     assert!(raw::until_closed(&mut tcp, GUARD).await.0);
+    // The same, then a PING every 50 ms: bytes alone do not keep it open.
+    let tcp = TcpStream::connect(server.addr).await.expect("connect");
+    let (mut rd, mut wr) = tcp.into_split();
+    let trickle = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let _ = wr.write_all(raw::PREFACE).await;
+        let _ = wr.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await;
+        let ping = [0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+        while wr.write_all(&ping).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let mut buf = [0u8; 4096];
+    let closed = tokio::time::timeout(GUARD, async {
+        use tokio::io::AsyncReadExt;
+        while matches!(rd.read(&mut buf).await, Ok(n) if n > 0) {}
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "a connection sending only PINGs was kept open"
+    );
+    trickle.abort();
     assert!(
         counter(
             &server,
             "breachcheck_connections_timed_out_total{phase=\"handshake\"}"
-        ) > n as u64
+        ) > n as u64 + 1
     );
     // One call, then idle: the connection ends.
     let h2 = raw::h2_connect(server.addr).await.expect("h2");
@@ -621,11 +644,16 @@ fn soak_under_every_attack_keeps_legitimate_calls_and_memory() {
         report.legit_error_samples
     );
     assert!(report.loaded.n > 0, "no legitimate call under attack");
+    // Each half-open stream is refused from its headers, or its connection
+    // is closed first (an attacker too slow to send any request within
+    // `handshake_timeout`, which happens when the suite loads the machine).
     let half = &report.attacks["half_open"];
-    assert!(half.attempts >= 30_000, "{half:?}");
-    assert_eq!(
-        half.outcomes.get("Unauthenticated").copied(),
-        Some(half.attempts),
+    let refused = half.outcomes.get("Unauthenticated").copied().unwrap_or(0);
+    assert!(refused >= 30_000, "{half:?}");
+    assert!(
+        half.outcomes
+            .keys()
+            .all(|k| k == "Unauthenticated" || k.starts_with("reset")),
         "{half:?}"
     );
     let idle = &report.attacks["idle_sockets"];
