@@ -61,6 +61,8 @@ fn server() -> &'static Server {
                 burst: 1 << 30,
                 elements_per_day: 1 << 30,
                 bucket_bytes_per_day: 1 << 40,
+                requests_per_second: 1e9,
+                request_burst: 1 << 30,
             },
             ..Config::default()
         };

@@ -113,6 +113,7 @@ pub(crate) async fn run(
             burst: 65_536,
             elements_per_day: 10_000_000,
             bucket_bytes_per_day: 1 << 34,
+            ..Quota::anonymous()
         },
         ..Config::default()
     };

@@ -220,9 +220,46 @@ pub enum Refusal {
         /// Time until enough quota is back.
         retry_after: Duration,
     },
+    /// A request message that is not valid protobuf, or a request stream
+    /// that ends inside a message or without one.
+    #[error("malformed request: not a valid protobuf message")]
+    MalformedRequest,
+    /// A request whose body did not arrive in full within the server's
+    /// `request_body_timeout`.
+    #[error("request body not received within {secs} s")]
+    SlowRequest {
+        /// The server's `request_body_timeout`, whole seconds (rounded up).
+        secs: u64,
+    },
     /// A failure of the server, not the caller: logged, answered opaquely.
     #[error("internal error")]
     Internal(#[source] ServerError),
+}
+
+impl Refusal {
+    /// A short, stable name of the refusal for the `reason` label of
+    /// `breachcheck_refusals_total` (never holds caller data).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::MissingApiKey => "missing_api_key",
+            Refusal::InvalidApiKey => "invalid_api_key",
+            Refusal::StaleIndex => "stale_index",
+            Refusal::UnknownIndex => "unknown_index",
+            Refusal::BucketsOnly => "buckets_only",
+            Refusal::EmptyBatch => "empty_batch",
+            Refusal::BatchTooLarge { .. } => "batch_too_large",
+            Refusal::InvalidElement { .. } => "invalid_element",
+            Refusal::PrefixAboveBucketBits { .. }
+            | Refusal::PrefixBelowFloor { .. }
+            | Refusal::PrefixDoesNotFit { .. }
+            | Refusal::PrefixRepeated { .. } => "invalid_prefix",
+            Refusal::TooManyPrefixes { .. } => "too_many_prefixes",
+            Refusal::QuotaExhausted { .. } => "quota",
+            Refusal::MalformedRequest => "malformed_request",
+            Refusal::SlowRequest { .. } => "slow_request",
+            Refusal::Internal(_) => "internal",
+        }
+    }
 }
 
 impl From<ServerError> for Refusal {
@@ -232,7 +269,7 @@ impl From<ServerError> for Refusal {
 }
 
 /// Whole seconds, rounded up, at least 1: what `retry-after` carries.
-fn retry_after_secs(d: Duration) -> u64 {
+pub(crate) fn retry_after_secs(d: Duration) -> u64 {
     let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
     secs.max(1)
 }
@@ -257,7 +294,9 @@ impl From<Refusal> for tonic::Status {
             | Refusal::PrefixAboveBucketBits { .. }
             | Refusal::PrefixBelowFloor { .. }
             | Refusal::PrefixDoesNotFit { .. }
-            | Refusal::PrefixRepeated { .. } => Code::InvalidArgument,
+            | Refusal::PrefixRepeated { .. }
+            | Refusal::MalformedRequest => Code::InvalidArgument,
+            Refusal::SlowRequest { .. } => Code::DeadlineExceeded,
             Refusal::BatchTooLarge { .. } | Refusal::TooManyPrefixes { .. } => Code::OutOfRange,
             Refusal::QuotaExhausted { .. } => Code::ResourceExhausted,
             Refusal::Internal(e) => {
@@ -308,6 +347,11 @@ mod tests {
         let s: tonic::Status = Refusal::Internal(ServerError::Bug("secret detail")).into();
         assert_eq!(s.code(), tonic::Code::Internal);
         assert_eq!(s.message(), "internal error");
+        let s: tonic::Status = Refusal::MalformedRequest.into();
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        let s: tonic::Status = Refusal::SlowRequest { secs: 10 }.into();
+        assert_eq!(s.code(), tonic::Code::DeadlineExceeded);
+        assert_eq!(s.message(), "request body not received within 10 s");
         let s: tonic::Status = Refusal::InvalidElement { index: 3 }.into();
         assert_eq!(s.code(), tonic::Code::InvalidArgument);
         assert!(s.message().starts_with("blinded_elements[3]: "));

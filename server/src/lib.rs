@@ -30,6 +30,8 @@
 //!   * `auth`: API keys.
 //!   * `quota`: [`QuotaStore`] and [`MemoryQuotas`].
 //!   * `metrics`: [`Metrics`], its endpoint and the tower layer.
+//!   * `guard`: the layer admitting calls from their headers.
+//!   * `net`: the accept loop, connection deadlines, [`raise_nofile_limit`].
 //! * Shared: `key` (the OPRF key file), `error` ([`ServerError`],
 //!   [`IndexFault`], [`Refusal`] and its one mapping to `tonic::Status`),
 //!   `corpus` (deterministic synthetic dumps).
@@ -61,10 +63,12 @@ pub use index::reader::Index;
 pub use index::spill::remove_temporaries_on_interrupt;
 pub use key::{key_from_seed, keygen, load_key, save_key};
 pub use serve::config::{
-    ApiKeyEntry, Config, DEFAULT_MAX_BATCH, DEFAULT_MAX_PREFIXES, Quota, Settings, new_api_key,
+    ApiKeyEntry, Config, DEFAULT_MAX_BATCH, DEFAULT_MAX_CONCURRENT_STREAMS,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PREFIXES, Quota, Settings, new_api_key,
 };
 pub use serve::metrics::Metrics;
-pub use serve::quota::{Caller, Exhausted, MemoryQuotas, QuotaKey, QuotaStore};
+pub use serve::net::{NofileLimit, raise_nofile_limit};
+pub use serve::quota::{Call, Caller, Exhausted, MemoryQuotas, QuotaKey, QuotaStore};
 pub use serve::service::Service;
 pub use serve::state::{AppState, Served};
 pub use serve::{Bound, bind, run, serve, shutdown_signal};

@@ -283,6 +283,7 @@ async fn exhausted_quota_is_surfaced_with_refill_time() {
             burst: 1000,
             elements_per_day: 30,
             bucket_bytes_per_day: 1 << 30,
+            ..Quota::default()
         }),
     );
     let config = Config {
@@ -323,6 +324,7 @@ async fn exhausted_quota_carries_retry_after_metadata() {
             burst: 1000,
             elements_per_day: 4,
             bucket_bytes_per_day: 1 << 30,
+            ..Quota::default()
         }),
     );
     let config = Config {
@@ -359,8 +361,17 @@ async fn exhausted_quota_carries_retry_after_metadata() {
         "{}",
         s.message()
     );
-    let s = c.evaluate(req(0)).await.unwrap_err();
-    assert_eq!(s.code(), Code::InvalidArgument);
+    // Another refusal (no key at all) has no retry-after. (An empty batch
+    // from this key is refused as RESOURCE_EXHAUSTED now: a spent key's
+    // Evaluate is refused from its headers, before the body is read.)
+    let s = c
+        .evaluate(EvaluateRequest {
+            index_id: vec![],
+            blinded_elements: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::Unauthenticated);
     assert!(s.metadata().get("retry-after").is_none());
     let m = server.state.metrics.render();
     assert!(
@@ -518,6 +529,7 @@ async fn every_status_code_is_produced() {
             burst: 100,
             elements_per_day: 100,
             bucket_bytes_per_day: 1 << 30,
+            ..Quota::default()
         }),
     );
     let config = Config {
@@ -817,6 +829,7 @@ async fn metrics_count_requests_elements_and_rejections() {
     server.stop().await;
 }
 
+mod abuse;
 mod binaries;
 mod corpus;
 mod index;
@@ -948,6 +961,7 @@ async fn retry_after_index_change_does_not_charge_twice() {
             burst: 1 << 20,
             elements_per_day: 40,
             bucket_bytes_per_day: 1 << 30,
+            ..Quota::default()
         }),
     );
     let config = Config {

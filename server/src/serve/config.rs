@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use serde::Deserialize;
@@ -17,6 +18,11 @@ use crate::error::{Result, ServerError, io_err};
 pub const DEFAULT_MAX_BATCH: u32 = 4096;
 /// Default most prefixes per GetBuckets.
 pub const DEFAULT_MAX_PREFIXES: u32 = 4096;
+/// Default most connections open at once (also capped by the descriptor
+/// limit: see `docs/PROTOCOL.md` §8).
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 4096;
+/// Default most concurrent HTTP/2 streams per connection.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 128;
 
 /// One layer of settings: the flags and environment, or the file. An unset
 /// field falls through to the next layer, then to the default.
@@ -58,6 +64,36 @@ pub struct Settings {
           require_equals = true, default_missing_value = "true",
           value_parser = BoolishValueParser::new())]
     pub allow_anonymous: Option<bool>,
+    /// Most connections open at once; more are closed at accept (default 4096).
+    #[arg(long, env = "BREACHCHECK_MAX_CONNECTIONS")]
+    pub max_connections: Option<u32>,
+    /// Most concurrent HTTP/2 streams per connection (default 128).
+    #[arg(long, env = "BREACHCHECK_MAX_CONCURRENT_STREAMS")]
+    pub max_concurrent_streams: Option<u32>,
+    /// Seconds from accept to the first request's headers (default 10).
+    #[arg(long, env = "BREACHCHECK_HANDSHAKE_TIMEOUT_SECS")]
+    pub handshake_timeout_secs: Option<f64>,
+    /// Seconds a connection may stay open with no request in flight (default 120).
+    #[arg(long, env = "BREACHCHECK_IDLE_TIMEOUT_SECS")]
+    pub idle_timeout_secs: Option<f64>,
+    /// Seconds from a request's headers to the end of its body (default 10).
+    #[arg(long, env = "BREACHCHECK_REQUEST_BODY_TIMEOUT_SECS")]
+    pub request_body_timeout_secs: Option<f64>,
+    /// Seconds from a request's headers to its answer (default 60).
+    #[arg(long, env = "BREACHCHECK_REQUEST_TIMEOUT_SECS")]
+    pub request_timeout_secs: Option<f64>,
+    /// Seconds between HTTP/2 keepalive pings (default 30).
+    #[arg(long, env = "BREACHCHECK_KEEPALIVE_INTERVAL_SECS")]
+    pub keepalive_interval_secs: Option<f64>,
+    /// Seconds to wait for a keepalive ping's answer before closing (default 10).
+    #[arg(long, env = "BREACHCHECK_KEEPALIVE_TIMEOUT_SECS")]
+    pub keepalive_timeout_secs: Option<f64>,
+    /// Seconds after which a connection is asked to close (default 600).
+    #[arg(long, env = "BREACHCHECK_MAX_CONNECTION_AGE_SECS")]
+    pub max_connection_age_secs: Option<f64>,
+    /// Seconds an aged connection gets to finish its calls (default 30).
+    #[arg(long, env = "BREACHCHECK_MAX_CONNECTION_AGE_GRACE_SECS")]
+    pub max_connection_age_grace_secs: Option<f64>,
     /// Serve buckets only, without a key (Evaluate answers UNIMPLEMENTED).
     #[arg(long, env = "BREACHCHECK_BUCKETS_ONLY", num_args = 0..=1,
           require_equals = true, default_missing_value = "true",
@@ -112,6 +148,24 @@ impl Settings {
             max_batch: self.max_batch.or(lower.max_batch),
             min_prefix_bits: self.min_prefix_bits.or(lower.min_prefix_bits),
             max_prefixes: self.max_prefixes.or(lower.max_prefixes),
+            max_connections: self.max_connections.or(lower.max_connections),
+            max_concurrent_streams: self.max_concurrent_streams.or(lower.max_concurrent_streams),
+            handshake_timeout_secs: self.handshake_timeout_secs.or(lower.handshake_timeout_secs),
+            idle_timeout_secs: self.idle_timeout_secs.or(lower.idle_timeout_secs),
+            request_body_timeout_secs: self
+                .request_body_timeout_secs
+                .or(lower.request_body_timeout_secs),
+            request_timeout_secs: self.request_timeout_secs.or(lower.request_timeout_secs),
+            keepalive_interval_secs: self
+                .keepalive_interval_secs
+                .or(lower.keepalive_interval_secs),
+            keepalive_timeout_secs: self.keepalive_timeout_secs.or(lower.keepalive_timeout_secs),
+            max_connection_age_secs: self
+                .max_connection_age_secs
+                .or(lower.max_connection_age_secs),
+            max_connection_age_grace_secs: self
+                .max_connection_age_grace_secs
+                .or(lower.max_connection_age_grace_secs),
             allow_anonymous: self.allow_anonymous.or(lower.allow_anonymous),
             buckets_only: self.buckets_only.or(lower.buckets_only),
             no_verify: self.no_verify.or(lower.no_verify),
@@ -153,6 +207,46 @@ impl Settings {
             max_batch: self.max_batch.unwrap_or(d.max_batch),
             min_prefix_bits: self.min_prefix_bits.unwrap_or(d.min_prefix_bits),
             max_prefixes: self.max_prefixes.unwrap_or(d.max_prefixes),
+            max_connections: self.max_connections.unwrap_or(d.max_connections),
+            max_concurrent_streams: self
+                .max_concurrent_streams
+                .unwrap_or(d.max_concurrent_streams),
+            handshake_timeout: secs(
+                "handshake_timeout_secs",
+                self.handshake_timeout_secs,
+                d.handshake_timeout,
+            )?,
+            idle_timeout: secs("idle_timeout_secs", self.idle_timeout_secs, d.idle_timeout)?,
+            request_body_timeout: secs(
+                "request_body_timeout_secs",
+                self.request_body_timeout_secs,
+                d.request_body_timeout,
+            )?,
+            request_timeout: secs(
+                "request_timeout_secs",
+                self.request_timeout_secs,
+                d.request_timeout,
+            )?,
+            keepalive_interval: secs(
+                "keepalive_interval_secs",
+                self.keepalive_interval_secs,
+                d.keepalive_interval,
+            )?,
+            keepalive_timeout: secs(
+                "keepalive_timeout_secs",
+                self.keepalive_timeout_secs,
+                d.keepalive_timeout,
+            )?,
+            max_connection_age: secs(
+                "max_connection_age_secs",
+                self.max_connection_age_secs,
+                d.max_connection_age,
+            )?,
+            max_connection_age_grace: secs(
+                "max_connection_age_grace_secs",
+                self.max_connection_age_grace_secs,
+                d.max_connection_age_grace,
+            )?,
             allow_anonymous: self.allow_anonymous.unwrap_or(d.allow_anonymous),
             buckets_only: self.buckets_only.unwrap_or(d.buckets_only),
             no_verify: self.no_verify.unwrap_or(d.no_verify),
@@ -163,6 +257,19 @@ impl Settings {
         c.validate()?;
         Ok(c)
     }
+}
+
+/// A duration setting in seconds: positive, finite, at most a day.
+fn secs(name: &str, value: Option<f64>, default: Duration) -> Result<Duration> {
+    let Some(v) = value else {
+        return Ok(default);
+    };
+    if !(v > 0.0 && v <= 86_400.0) {
+        return Err(ServerError::Input(format!(
+            "{name} must be above 0 and at most 86400 seconds (got {v})"
+        )));
+    }
+    Duration::try_from_secs_f64(v).map_err(|e| ServerError::Input(format!("{name}: {e}")))
 }
 
 /// The resolved configuration the server runs with.
@@ -189,6 +296,31 @@ pub struct Config {
     pub min_prefix_bits: u32,
     /// Most prefixes in one GetBuckets.
     pub max_prefixes: u32,
+    /// Most connections open at once; more are closed as soon as they are
+    /// accepted. `serve` also keeps it below the descriptor limit.
+    pub max_connections: u32,
+    /// Most concurrent HTTP/2 streams per connection (SETTINGS
+    /// MAX_CONCURRENT_STREAMS).
+    pub max_concurrent_streams: u32,
+    /// From accept to the first request's headers (preface, TLS, SETTINGS,
+    /// HEADERS): a connection that sends nothing usable is closed.
+    pub handshake_timeout: Duration,
+    /// How long a connection may stay open with no request in flight.
+    pub idle_timeout: Duration,
+    /// From a request's headers to the end of its body.
+    pub request_body_timeout: Duration,
+    /// From a request's headers to its answer (tonic's `timeout`, answered
+    /// `CANCELLED`).
+    pub request_timeout: Duration,
+    /// Between HTTP/2 keepalive pings.
+    pub keepalive_interval: Duration,
+    /// How long a keepalive ping may go unanswered before the connection is
+    /// closed.
+    pub keepalive_timeout: Duration,
+    /// Age after which a connection is sent GOAWAY.
+    pub max_connection_age: Duration,
+    /// How long an aged connection may finish its calls before it is closed.
+    pub max_connection_age_grace: Duration,
     /// Accept calls without an API key, under the `anonymous` quota.
     pub allow_anonymous: bool,
     /// Serve GetIndexInfo and GetBuckets only, without the key file (a
@@ -217,7 +349,8 @@ pub struct ApiKeyEntry {
     pub quota: Option<Quota>,
 }
 
-/// Per-key limits. Evaluations are counted in elements, not requests.
+/// Per-key limits. Evaluations are counted in elements; every call is also
+/// counted against a request rate, refused calls included.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Quota {
@@ -229,6 +362,25 @@ pub struct Quota {
     pub elements_per_day: u64,
     /// Bucket download bytes per UTC day.
     pub bucket_bytes_per_day: u64,
+    /// Token-bucket refill rate of calls, per second (default 50).
+    #[serde(default = "default_requests_per_second")]
+    pub requests_per_second: f64,
+    /// Token-bucket capacity of calls (default 100).
+    #[serde(default = "default_request_burst")]
+    pub request_burst: u64,
+}
+
+/// Calls per second of a quota that does not say.
+const DEFAULT_REQUESTS_PER_SECOND: f64 = 50.0;
+/// Call burst of a quota that does not say.
+const DEFAULT_REQUEST_BURST: u64 = 100;
+
+fn default_requests_per_second() -> f64 {
+    DEFAULT_REQUESTS_PER_SECOND
+}
+
+fn default_request_burst() -> u64 {
+    DEFAULT_REQUEST_BURST
 }
 
 impl Default for Quota {
@@ -239,6 +391,8 @@ impl Default for Quota {
             burst: 20_000,
             elements_per_day: 100_000,
             bucket_bytes_per_day: 10 << 30,
+            requests_per_second: DEFAULT_REQUESTS_PER_SECOND,
+            request_burst: DEFAULT_REQUEST_BURST,
         }
     }
 }
@@ -251,6 +405,8 @@ impl Quota {
             burst: 10_000,
             elements_per_day: 20_000,
             bucket_bytes_per_day: 4 << 30,
+            requests_per_second: DEFAULT_REQUESTS_PER_SECOND,
+            request_burst: DEFAULT_REQUEST_BURST,
         }
     }
 }
@@ -268,6 +424,16 @@ impl Default for Config {
             max_batch: DEFAULT_MAX_BATCH,
             min_prefix_bits: 0,
             max_prefixes: DEFAULT_MAX_PREFIXES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            request_body_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            max_connection_age: Duration::from_secs(600),
+            max_connection_age_grace: Duration::from_secs(30),
             allow_anonymous: false,
             buckets_only: false,
             no_verify: false,
@@ -311,6 +477,43 @@ impl Config {
         if self.max_prefixes == 0 {
             return Err(ServerError::Input("max_prefixes must be at least 1".into()));
         }
+        if self.max_connections == 0 || self.max_concurrent_streams == 0 {
+            return Err(ServerError::Input(
+                "max_connections and max_concurrent_streams must be at least 1".into(),
+            ));
+        }
+        // A key whose burst is below max_batch could never send a full
+        // batch: the client would take IndexInfo.max_batch at its word and
+        // be refused forever (#11).
+        let mut quotas = Vec::new();
+        if self.api_keys.iter().any(|k| k.quota.is_none()) {
+            quotas.push(("default_quota".to_owned(), self.default_quota));
+        }
+        if self.allow_anonymous {
+            quotas.push(("anonymous".to_owned(), self.anonymous));
+        }
+        for k in &self.api_keys {
+            if let Some(q) = k.quota {
+                quotas.push((format!("api key {:?}", k.name), q));
+            }
+        }
+        for (who, q) in quotas {
+            if u64::from(self.max_batch) > q.burst {
+                return Err(ServerError::Input(format!(
+                    "max_batch {} is above the burst {} of the {who} quota: a full batch \
+                     could never be evaluated; lower max_batch or raise that burst",
+                    self.max_batch, q.burst
+                )));
+            }
+            if !(q.requests_per_second > 0.0 && q.requests_per_second.is_finite())
+                || q.request_burst == 0
+            {
+                return Err(ServerError::Input(format!(
+                    "the {who} quota needs requests_per_second above 0 and request_burst \
+                     at least 1"
+                )));
+            }
+        }
         for k in &self.api_keys {
             if hex::decode(&k.token_blake3).map(|b| b.len()) != Ok(32) {
                 return Err(ServerError::Input(format!(
@@ -347,6 +550,26 @@ mod tests {
         let text = include_str!("../../server.example.toml");
         let c = Config::from_toml(text).expect("example config");
         assert_eq!(c.max_batch, 4096);
+        // The example spells out the defaults.
+        let d = Config::default();
+        assert_eq!(
+            (c.max_connections, c.max_concurrent_streams),
+            (d.max_connections, d.max_concurrent_streams)
+        );
+        assert_eq!(
+            (c.handshake_timeout, c.idle_timeout, c.request_body_timeout),
+            (d.handshake_timeout, d.idle_timeout, d.request_body_timeout)
+        );
+        assert_eq!(c.request_timeout, d.request_timeout);
+        assert_eq!(
+            (c.keepalive_interval, c.keepalive_timeout),
+            (d.keepalive_interval, d.keepalive_timeout)
+        );
+        assert_eq!(
+            (c.max_connection_age, c.max_connection_age_grace),
+            (d.max_connection_age, d.max_connection_age_grace)
+        );
+        assert_eq!(c.default_quota, Quota::default());
         assert!(!c.api_keys.is_empty());
         assert!(!c.allow_anonymous);
     }
@@ -375,7 +598,7 @@ mod tests {
     fn flags_win_over_the_file_and_the_file_over_defaults() {
         let file = Settings::from_toml(
             "max_batch = 100\nmin_prefix_bits = 3\nallow_anonymous = true\n\
-             [anonymous]\nelements_per_second = 1.0\nburst = 2\n\
+             [anonymous]\nelements_per_second = 1.0\nburst = 200\n\
              elements_per_day = 3\nbucket_bytes_per_day = 4\n",
         )
         .expect("file");
@@ -386,7 +609,8 @@ mod tests {
         assert_eq!(c.max_batch, 7);
         assert_eq!(c.min_prefix_bits, 3);
         assert!(!c.allow_anonymous);
-        assert_eq!(c.anonymous.burst, 2);
+        assert_eq!(c.anonymous.burst, 200);
+        assert_eq!(c.anonymous.requests_per_second, 50.0);
         assert_eq!(c.max_prefixes, DEFAULT_MAX_PREFIXES);
         let c = flags(&["--allow-anonymous", "--buckets-only", "--no-verify"])
             .or(Settings::default())
@@ -405,6 +629,78 @@ mod tests {
         assert!(e.to_string().contains("max_batch"), "{e}");
         let e = flags(&["--tls-cert", "c.pem"]).resolve().unwrap_err();
         assert!(e.to_string().contains("tls_key"), "{e}");
+    }
+
+    #[test]
+    fn connection_limits_have_defaults_flags_env_and_file_layers() {
+        let d = Config::default();
+        assert_eq!(d.max_concurrent_streams, 128);
+        assert_eq!(d.handshake_timeout, Duration::from_secs(10));
+        let file = Settings::from_toml(
+            "max_connections = 10\nidle_timeout_secs = 2.5\nrequest_timeout_secs = 30\n",
+        )
+        .expect("file");
+        let c = flags(&["--max-connections", "20", "--handshake-timeout-secs", "0.5"])
+            .or(file)
+            .resolve()
+            .expect("resolve");
+        assert_eq!(c.max_connections, 20);
+        assert_eq!(c.handshake_timeout, Duration::from_millis(500));
+        assert_eq!(c.idle_timeout, Duration::from_millis(2500));
+        assert_eq!(c.request_timeout, Duration::from_secs(30));
+        assert_eq!(c.keepalive_interval, d.keepalive_interval);
+        for bad in ["0", "-1", "nan", "100000"] {
+            let bad = format!("--idle-timeout-secs={bad}");
+            let e = flags(&[bad.as_str()]).resolve().unwrap_err();
+            assert!(e.to_string().contains("idle_timeout_secs"), "{e}");
+        }
+        let e = flags(&["--max-concurrent-streams", "0"])
+            .resolve()
+            .unwrap_err();
+        assert!(e.to_string().contains("max_concurrent_streams"), "{e}");
+    }
+
+    /// See: #11 (row 7). A burst below max_batch refuses every full batch.
+    #[test]
+    fn max_batch_above_a_quota_burst_is_refused_naming_both() {
+        let key = |quota: &str| {
+            format!(
+                "max_batch = 5000\n[[api_keys]]\nname = \"small\"\n\
+                 token_blake3 = \"{}\"\n{quota}",
+                "ab".repeat(32)
+            )
+        };
+        // The default quota (burst 20,000) covers a key without its own.
+        assert!(Config::from_toml(&key("")).is_ok());
+        let e = Config::from_toml(&key(
+            "[api_keys.quota]\nelements_per_second = 1.0\nburst = 4096\n\
+             elements_per_day = 10\nbucket_bytes_per_day = 10\n",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("max_batch 5000") && e.contains("burst 4096") && e.contains("\"small\""),
+            "{e}"
+        );
+        let e = Config::from_toml(
+            "max_batch = 4096\nallow_anonymous = true\n[anonymous]\nelements_per_second = 1.0\n\
+             burst = 100\nelements_per_day = 10\nbucket_bytes_per_day = 10\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("anonymous") && e.contains("burst 100"), "{e}");
+        let e = Config::from_toml(
+            "[[api_keys]]\nname = \"k\"\ntoken_blake3 = \"00\"\n[default_quota]\n\
+             elements_per_second = 1.0\nburst = 10\nelements_per_day = 10\n\
+             bucket_bytes_per_day = 10\n",
+        );
+        assert!(e.is_err());
+        let e = Config::from_toml(
+            "[default_quota]\nelements_per_second = 1.0\nburst = 10\nelements_per_day = 10\n\
+             bucket_bytes_per_day = 10\n",
+        );
+        // No key uses the default quota: nothing to refuse.
+        assert!(e.is_ok(), "{e:?}");
     }
 
     #[test]

@@ -38,6 +38,13 @@ pub struct Metrics {
     bucket_bytes_sent: AtomicU64,
     reloads: AtomicU64,
     in_flight: AtomicU64,
+    refusals: Mutex<BTreeMap<&'static str, u64>>,
+    connections_open: AtomicU64,
+    connections_closed: AtomicU64,
+    connections_accepted: AtomicU64,
+    connections_refused: AtomicU64,
+    connections_timed_out: Mutex<BTreeMap<&'static str, u64>>,
+    accept_errors: AtomicU64,
 }
 
 impl Metrics {
@@ -95,6 +102,52 @@ impl Metrics {
         self.reloads.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a refused call by its reason ([`Refusal::reason`](crate::Refusal::reason)).
+    pub(crate) fn refused(&self, reason: &'static str) {
+        if let Ok(mut m) = self.refusals.lock() {
+            *m.entry(reason).or_default() += 1;
+        }
+    }
+
+    /// Counts an accepted connection, open until [`Metrics::connection_closed`].
+    pub(crate) fn connection_opened(&self) {
+        self.connections_accepted.fetch_add(1, Ordering::Relaxed);
+        self.connections_open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection closed.
+    pub(crate) fn connection_closed(&self) {
+        self.connections_open.fetch_sub(1, Ordering::Relaxed);
+        self.connections_closed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Accepted connections closed since start.
+    pub(crate) fn connections_closed(&self) -> u64 {
+        self.connections_closed.load(Ordering::Relaxed)
+    }
+
+    /// Counts a connection closed at accept because `max_connections` were open.
+    pub(crate) fn connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection closed by its handshake or idle deadline.
+    pub(crate) fn connection_timed_out(&self, why: crate::serve::net::Expiry) {
+        if let Ok(mut m) = self.connections_timed_out.lock() {
+            *m.entry(why.name()).or_default() += 1;
+        }
+    }
+
+    /// Counts a failed accept (the listener's, such as EMFILE).
+    pub(crate) fn accept_error(&self) {
+        self.accept_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections open now.
+    pub fn connections_open(&self) -> u64 {
+        self.connections_open.load(Ordering::Relaxed)
+    }
+
     /// The text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -148,6 +201,27 @@ impl Metrics {
                 );
             }
         }
+        out.push_str(
+            "# HELP breachcheck_refusals_total Calls refused, by reason (quota, invalid_api_key, malformed_request, ...).\n",
+        );
+        out.push_str("# TYPE breachcheck_refusals_total counter\n");
+        if let Ok(m) = self.refusals.lock() {
+            for (reason, n) in m.iter() {
+                let _ = writeln!(out, "breachcheck_refusals_total{{reason=\"{reason}\"}} {n}");
+            }
+        }
+        out.push_str(
+            "# HELP breachcheck_connections_timed_out_total Connections closed for having no request in flight, by phase (handshake: none since accept; idle: none since the last).\n",
+        );
+        out.push_str("# TYPE breachcheck_connections_timed_out_total counter\n");
+        if let Ok(m) = self.connections_timed_out.lock() {
+            for (phase, n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "breachcheck_connections_timed_out_total{{phase=\"{phase}\"}} {n}"
+                );
+            }
+        }
         let scalars = [
             (
                 "breachcheck_elements_evaluated_total",
@@ -172,6 +246,30 @@ impl Metrics {
                 "gauge",
                 "RPCs being handled.",
                 self.in_flight(),
+            ),
+            (
+                "breachcheck_connections_open",
+                "gauge",
+                "gRPC connections open.",
+                self.connections_open(),
+            ),
+            (
+                "breachcheck_connections_accepted_total",
+                "counter",
+                "gRPC connections accepted.",
+                self.connections_accepted.load(Ordering::Relaxed),
+            ),
+            (
+                "breachcheck_connections_refused_total",
+                "counter",
+                "gRPC connections closed at accept: max_connections were open.",
+                self.connections_refused.load(Ordering::Relaxed),
+            ),
+            (
+                "breachcheck_accept_errors_total",
+                "counter",
+                "Failed accepts of the gRPC or metrics listener (EMFILE and the like), each followed by a pause.",
+                self.accept_errors.load(Ordering::Relaxed),
             ),
         ];
         for (name, kind, help, value) in scalars {
@@ -208,13 +306,26 @@ fn code_name(c: tonic::Code) -> &'static str {
 }
 
 /// Serves `GET /metrics` (any path, in fact) on `listener` until dropped.
+/// At most [`METRICS_CONNECTIONS`] scrapes at once, each bounded in time;
+/// accept errors (EMFILE) pause the loop instead of spinning it.
 pub(crate) async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(METRICS_CONNECTIONS));
     loop {
-        let Ok((mut sock, _)) = listener.accept().await else {
-            continue;
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut sock = match listener.accept().await {
+            Ok((sock, _)) => sock,
+            Err(e) => {
+                metrics.accept_error();
+                tracing::debug!(error = %e, "metrics accept failed; pausing");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let metrics = metrics.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let mut buf = [0u8; 1024];
             // Read the request head (bounded), ignore its content.
             let _ = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await;
@@ -223,11 +334,17 @@ pub(crate) async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>) 
                 "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
-            let _ = sock.write_all(resp.as_bytes()).await;
-            let _ = sock.shutdown().await;
+            let write = async {
+                let _ = sock.write_all(resp.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(5), write).await;
         });
     }
 }
+
+/// Most `/metrics` connections served at once.
+const METRICS_CONNECTIONS: usize = 16;
 
 /// The tower layer around the whole router: it observes every call of the
 /// BreachCheck service (health and reflection pass through uncounted).
@@ -263,7 +380,7 @@ pub(crate) struct MetricsService<S> {
 
 /// The RPC name of a BreachCheck path (`/breachcheck.v1.BreachCheck/Evaluate`),
 /// as a static label; `None` for any other service.
-fn rpc_name(path: &str) -> Option<&'static str> {
+pub(crate) fn rpc_name(path: &str) -> Option<&'static str> {
     let method = path
         .strip_prefix('/')?
         .strip_prefix(breachcheck_proto::SERVICE_NAME)?
@@ -276,7 +393,7 @@ fn rpc_name(path: &str) -> Option<&'static str> {
 /// The status of an answer: a trailers-only error response carries
 /// `grpc-status` in its headers; anything else (a message or a stream to
 /// follow) is OK, as the handler returned successfully.
-fn answer_code(headers: &http::HeaderMap) -> tonic::Code {
+pub(crate) fn answer_code(headers: &http::HeaderMap) -> tonic::Code {
     headers
         .get("grpc-status")
         .map_or(tonic::Code::Ok, |v| tonic::Code::from_bytes(v.as_bytes()))

@@ -10,6 +10,11 @@
 //! * `quota`: [`QuotaStore`](quota::QuotaStore) and its in-memory store.
 //! * `metrics`: the Prometheus registry, its endpoint, and the tower layer
 //!   that observes every call.
+//! * `guard`: the tower layer that admits each call from its headers (token,
+//!   request rate) before its body is read, bounds the body's arrival, and
+//!   answers undecodable requests `INVALID_ARGUMENT`.
+//! * `net`: the accept loop (connection cap, back-off on accept errors) and
+//!   the per-connection handshake and idle deadlines; the descriptor limit.
 //!
 //! Two entry points, after mini-redis `server::run`: [`serve`] answers on a
 //! listener the caller bound (tests bind `127.0.0.1:0`), and [`bind`] then
@@ -18,7 +23,9 @@
 
 pub(crate) mod auth;
 pub(crate) mod config;
+pub(crate) mod guard;
 pub(crate) mod metrics;
+pub(crate) mod net;
 pub(crate) mod quota;
 pub(crate) mod service;
 pub(crate) mod state;
@@ -35,7 +42,11 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::error::{Result, ServerError, io_err};
 use crate::serve::config::Config;
+use crate::serve::guard::GuardLayer;
 use crate::serve::metrics::{MetricsLayer, serve_metrics};
+use crate::serve::net::{
+    ConnLimits, Incoming, connection_cap, raise_nofile_limit, trim_after_churn,
+};
 use crate::serve::service::Service;
 use crate::serve::state::{AppState, Served};
 
@@ -44,9 +55,15 @@ pub(crate) fn max_request_bytes(max_batch: u32) -> usize {
     max_batch as usize * (proto::ELEMENT_LEN + 3) + 1024
 }
 
+/// Largest header block a request may send (HTTP/2 SETTINGS
+/// MAX_HEADER_LIST_SIZE). gRPC requests send a few hundred bytes.
+const MAX_HEADER_LIST_BYTES: u32 = 16 << 10;
+
 /// Serves the BreachCheck service, health and reflection on `listener` until
 /// `shutdown` resolves, then drains in-flight calls. Every BreachCheck call
-/// is observed by the metrics layer.
+/// is observed by the metrics layer and admitted by the guard layer from its
+/// headers; connections are accepted by our own loop under the connection
+/// cap and deadlines of the configuration (`docs/PROTOCOL.md` §8).
 ///
 /// # Errors
 ///
@@ -57,10 +74,10 @@ pub async fn serve(
     tls: Option<ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::result::Result<(), tonic::transport::Error> {
-    let max_batch = state.config().max_batch;
+    let config = state.config().clone();
     let metrics = state.metrics.clone();
-    let svc = BreachCheckServer::new(Service::new(state))
-        .max_decoding_message_size(max_request_bytes(max_batch));
+    let svc = BreachCheckServer::new(Service::new(state.clone()))
+        .max_decoding_message_size(max_request_bytes(config.max_batch));
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<BreachCheckServer<Service>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -71,12 +88,21 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(proto::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha();
-    let mut builder = Server::builder();
+    let mut builder = Server::builder()
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .http2_keepalive_interval(Some(config.keepalive_interval))
+        .http2_keepalive_timeout(Some(config.keepalive_timeout))
+        .max_connection_age(config.max_connection_age)
+        .max_connection_age_grace(config.max_connection_age_grace)
+        .timeout(config.request_timeout);
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
+    // Outermost first: metrics see every answer, the guard's refusals too.
     let mut router = builder
-        .layer(MetricsLayer::new(metrics))
+        .layer(MetricsLayer::new(metrics.clone()))
+        .layer(GuardLayer::new(state))
         .add_service(health)
         .add_service(svc);
     if let Ok(r) = reflection_v1 {
@@ -85,15 +111,23 @@ pub async fn serve(
     if let Ok(r) = reflection_v1alpha {
         router = router.add_service(r);
     }
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    router
+    let limits = ConnLimits {
+        handshake: config.handshake_timeout,
+        idle: config.idle_timeout,
+    };
+    let cap = connection_cap(config.max_connections);
+    let trimmer = tokio::spawn(trim_after_churn(metrics.clone()));
+    let incoming = Incoming::new(listener, cap, limits, metrics);
+    let served = router
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
             reporter
                 .set_not_serving::<BreachCheckServer<Service>>()
                 .await;
         })
-        .await
+        .await;
+    trimmer.abort();
+    served
 }
 
 /// A server loaded and bound, not yet answering: [`bind`]'s result.
@@ -117,6 +151,9 @@ pub struct Bound {
 /// A missing `index` or `key` setting, key, index or TLS file errors, or an
 /// address that cannot be bound.
 pub async fn bind(config: Config) -> Result<Bound> {
+    // Before anything opens descriptors: the connection cap is fitted under
+    // the soft limit, so lift it to the hard one first.
+    raise_nofile_limit();
     let index = config.index.clone().ok_or_else(|| {
         ServerError::Input("no index: give --index or `index` in the config".into())
     })?;
@@ -242,10 +279,27 @@ fn reload_on_sighup(
     }))
 }
 
+/// Pending connections the kernel may queue before `accept` (it caps this
+/// at `net.core.somaxconn`). Deeper than tokio's 1,024 so a burst of
+/// connections waits for the accept loop, which closes what is over the
+/// cap, instead of being half-made by the kernel and never seen by us.
+const LISTEN_BACKLOG: u32 = 4096;
+
 async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServerError::Bind { addr, source })
+    let bind = || {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As TcpListener::bind does on unix: restarts need not wait for
+        // TIME_WAIT to pass.
+        #[cfg(unix)]
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    bind().map_err(|source| ServerError::Bind { addr, source })
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {

@@ -3,7 +3,11 @@
 //! Rate limiting is the security boundary of an OPRF over phone numbers: every
 //! evaluated element is one guess at the numbering plan. Evaluations are
 //! counted in elements with a token bucket (burst) and a per-UTC-day cap;
-//! bucket downloads are capped in bytes per day.
+//! bucket downloads are capped in bytes per day. Every call of a key is also
+//! counted against a request rate (a token bucket of calls), charged when its
+//! headers arrive, before its body is read: a refused or invalid call costs
+//! its sender a request like any other, so neither spent keys nor bad batches
+//! buy unbounded server work.
 //!
 //! The state lives behind [`QuotaStore`], so a shared backend (Redis, for
 //! several replicas) can replace the in-memory one without touching the service.
@@ -33,6 +37,8 @@ pub struct QuotaKey {
     burst: u64,
     per_day: u64,
     bytes_per_day: u64,
+    requests_per_second_bits: u64,
+    request_burst: u64,
 }
 
 impl From<Quota> for QuotaKey {
@@ -42,6 +48,8 @@ impl From<Quota> for QuotaKey {
             burst: q.burst,
             per_day: q.elements_per_day,
             bytes_per_day: q.bucket_bytes_per_day,
+            requests_per_second_bits: q.requests_per_second.to_bits(),
+            request_burst: q.request_burst,
         }
     }
 }
@@ -50,6 +58,25 @@ impl QuotaKey {
     fn per_second(&self) -> f64 {
         f64::from_bits(self.per_second_bits)
     }
+
+    fn requests_per_second(&self) -> f64 {
+        f64::from_bits(self.requests_per_second_bits)
+    }
+}
+
+/// The `limit` of a request-rate refusal.
+pub(crate) const REQUEST_RATE: &str = "request rate (burst)";
+
+/// Which RPC a call is, for [`QuotaStore::charge_request`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Call {
+    /// GetIndexInfo.
+    IndexInfo,
+    /// Evaluate: also refused up front when not one element is left.
+    Evaluate,
+    /// GetBuckets.
+    Buckets,
 }
 
 /// Why a call was refused by its quota, and when it may succeed.
@@ -73,6 +100,17 @@ impl From<Exhausted> for Refusal {
 /// Storage of quota state. The in-memory [`MemoryQuotas`] serves one process;
 /// a multi-replica deployment implements this over a shared store.
 pub trait QuotaStore: Send + Sync + std::fmt::Debug {
+    /// Charges one call to `caller`'s request rate, before its body is read.
+    /// An [`Call::Evaluate`] is also refused (still charged) when `caller`
+    /// could not be charged even one element now, so a spent key's batches
+    /// are refused before they are read or decoded.
+    ///
+    /// # Errors
+    ///
+    /// [`Exhausted`] when the request rate, or for Evaluate the element
+    /// burst or daily cap, does not allow the call.
+    fn charge_request(&self, caller: &Caller, call: Call) -> Result<(), Exhausted>;
+
     /// Charges `n` elements to `caller`, or says why not (charging nothing).
     ///
     /// # Errors
@@ -91,6 +129,7 @@ pub trait QuotaStore: Send + Sync + std::fmt::Debug {
 #[derive(Debug)]
 struct KeyState {
     tokens: f64,
+    request_tokens: f64,
     updated: Instant,
     day: u64,
     elements_today: u64,
@@ -134,6 +173,7 @@ impl MemoryQuotas {
         let mut map = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let st = map.entry(caller.name.clone()).or_insert_with(|| KeyState {
             tokens: caller.quota.burst as f64,
+            request_tokens: caller.quota.request_burst as f64,
             updated: Instant::now(),
             day,
             elements_today: 0,
@@ -143,6 +183,8 @@ impl MemoryQuotas {
         let now = Instant::now();
         let dt = now.duration_since(st.updated).as_secs_f64();
         st.tokens = (st.tokens + dt * caller.quota.per_second()).min(caller.quota.burst as f64);
+        st.request_tokens = (st.request_tokens + dt * caller.quota.requests_per_second())
+            .min(caller.quota.request_burst as f64);
         st.updated = now;
         if st.day != day {
             st.day = day;
@@ -155,6 +197,45 @@ impl MemoryQuotas {
 }
 
 impl QuotaStore for MemoryQuotas {
+    fn charge_request(&self, caller: &Caller, call: Call) -> Result<(), Exhausted> {
+        let q = caller.quota;
+        self.with_state(caller, |st, to_midnight| {
+            if st.request_tokens < 1.0 {
+                let rate = q.requests_per_second();
+                let retry = if rate > 0.0 {
+                    Duration::from_secs_f64((1.0 - st.request_tokens) / rate)
+                } else {
+                    to_midnight
+                };
+                return Err(Exhausted {
+                    limit: REQUEST_RATE,
+                    retry_after: retry,
+                });
+            }
+            st.request_tokens -= 1.0;
+            if call == Call::Evaluate {
+                if st.elements_today >= q.per_day {
+                    return Err(Exhausted {
+                        limit: "daily evaluation cap",
+                        retry_after: to_midnight,
+                    });
+                }
+                if st.tokens < 1.0 {
+                    let retry = if q.per_second() > 0.0 {
+                        Duration::from_secs_f64((1.0 - st.tokens) / q.per_second())
+                    } else {
+                        to_midnight
+                    };
+                    return Err(Exhausted {
+                        limit: "evaluation rate (burst)",
+                        retry_after: retry,
+                    });
+                }
+            }
+            Ok(())
+        })
+    }
+
     fn charge_elements(&self, caller: &Caller, n: u64) -> Result<(), Exhausted> {
         let q = caller.quota;
         self.with_state(caller, |st, to_midnight| {
@@ -201,6 +282,37 @@ impl QuotaStore for MemoryQuotas {
 mod tests {
     use super::*;
 
+    #[tokio::test(start_paused = true)]
+    async fn every_call_costs_a_request_and_spent_keys_are_refused_up_front() {
+        let q = Quota {
+            elements_per_second: 1.0,
+            burst: 10,
+            elements_per_day: 10,
+            bucket_bytes_per_day: 1000,
+            requests_per_second: 2.0,
+            request_burst: 3,
+        };
+        let m = MemoryQuotas::new();
+        let c = caller(q);
+        for _ in 0..3 {
+            assert!(m.charge_request(&c, Call::Buckets).is_ok());
+        }
+        let e = m.charge_request(&c, Call::Buckets).unwrap_err();
+        assert_eq!(e.limit, "request rate (burst)");
+        assert_eq!(e.retry_after, Duration::from_millis(500));
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert!(m.charge_request(&c, Call::Evaluate).is_ok());
+        assert!(m.charge_elements(&c, 10).is_ok());
+        // The daily cap is spent: Evaluate is refused before its body,
+        // and the refusal still costs a request.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let e = m.charge_request(&c, Call::Evaluate).unwrap_err();
+        assert_eq!(e.limit, "daily evaluation cap");
+        assert!(m.charge_request(&c, Call::Buckets).is_ok());
+        assert!(m.charge_request(&c, Call::Buckets).is_ok());
+        assert!(m.charge_request(&c, Call::IndexInfo).is_err());
+    }
+
     fn caller(q: Quota) -> Caller {
         Caller {
             name: "t".into(),
@@ -215,6 +327,7 @@ mod tests {
             burst: 100,
             elements_per_day: 1_000_000,
             bucket_bytes_per_day: 1000,
+            ..Quota::default()
         };
         let m = MemoryQuotas::new();
         let c = caller(q);
@@ -233,6 +346,7 @@ mod tests {
             burst: 1_000_000,
             elements_per_day: 10,
             bucket_bytes_per_day: 100,
+            ..Quota::default()
         };
         let m = MemoryQuotas::new();
         let c = caller(q);

@@ -10,6 +10,7 @@
 use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use breachcheck_proto as proto;
 use breachcheck_proto::pb::breach_check_server::BreachCheck;
@@ -23,6 +24,8 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::error::{Refusal, ServerError};
+use crate::serve::guard::mark_entered;
+use crate::serve::quota::Call;
 use crate::serve::state::AppState;
 
 /// The gRPC service.
@@ -80,7 +83,9 @@ impl Service {
         req: Request<EvaluateRequest>,
     ) -> Result<EvaluateResponse, Refusal> {
         let state = &self.state;
-        let caller = state.authenticate(&req, true)?;
+        // Admitted (token, request rate, a spent key) from the headers, by
+        // the guard layer, before the body was read.
+        let caller = state.caller(&req, Call::Evaluate)?;
         let served = state.current();
         let req = req.into_inner();
         state.check_index_id(&served, &req.index_id)?;
@@ -95,8 +100,12 @@ impl Service {
         if n > max {
             return Err(Refusal::BatchTooLarge { len: n, max });
         }
-        // Validate every element before any scalar multiplication: lengths
-        // here, decoding (one decompression each) on the rayon pool.
+        // Charge the batch before any per-element work: a batch refused for
+        // a bad element below is paid for like any other, so invalid batches
+        // cannot buy decoding work beyond the caller's quota.
+        state.charge_elements(&caller, n as u64)?;
+        // Cheap checks first (lengths), then decoding (a decompression each)
+        // on the rayon pool, stopping at the first bad element.
         if let Some(index) = req
             .blinded_elements
             .iter()
@@ -105,16 +114,7 @@ impl Service {
             return Err(Refusal::InvalidElement { index });
         }
         let wire = req.blinded_elements;
-        let blinded = on_pool(move || {
-            wire.par_iter()
-                .enumerate()
-                .map(|(index, b)| {
-                    BlindedElement::from_bytes(b).map_err(|_| Refusal::InvalidElement { index })
-                })
-                .collect::<Result<Vec<_>, Refusal>>()
-        })
-        .await??;
-        state.charge_elements(&caller, n as u64)?;
+        let blinded = on_pool(move || decode_batch(&wire)).await??;
         // The multiplications run on the rayon pool too, never on the runtime.
         let key_holder = served.clone();
         let (elements, proof) = on_pool(move || {
@@ -214,6 +214,45 @@ impl Service {
     }
 }
 
+/// Elements per decoding chunk: one task of the rayon pool.
+const DECODE_CHUNK: usize = 256;
+
+/// Decodes a batch whose lengths are checked, in chunks over the rayon
+/// pool. A chunk stops at its first bad element, and every chunk stops once
+/// it is past a bad element another has found, so the work after the first
+/// bad element is at most one chunk per thread; the refusal names the first
+/// bad element (chunks before it run to their end, and may find an earlier
+/// one).
+fn decode_batch(wire: &[Vec<u8>]) -> Result<Vec<BlindedElement>, Refusal> {
+    let first_bad = AtomicUsize::new(usize::MAX);
+    let chunks: Vec<Option<Vec<BlindedElement>>> = wire
+        .par_chunks(DECODE_CHUNK)
+        .enumerate()
+        .map(|(c, chunk)| {
+            let mut out = Vec::with_capacity(chunk.len());
+            for (i, bytes) in chunk.iter().enumerate() {
+                let index = c * DECODE_CHUNK + i;
+                if first_bad.load(Ordering::Relaxed) < index {
+                    return None;
+                }
+                match BlindedElement::from_bytes(bytes) {
+                    Ok(e) => out.push(e),
+                    Err(_) => {
+                        first_bad.fetch_min(index, Ordering::Relaxed);
+                        return None;
+                    }
+                }
+            }
+            Some(out)
+        })
+        .collect();
+    let index = first_bad.into_inner();
+    if index != usize::MAX {
+        return Err(Refusal::InvalidElement { index });
+    }
+    Ok(chunks.into_iter().flatten().flatten().collect())
+}
+
 /// Runs `f` on the rayon pool and awaits its result.
 async fn on_pool<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Refusal> {
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -224,20 +263,33 @@ async fn on_pool<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> R
         .map_err(|_| ServerError::Bug("a rayon task ended without an answer").into())
 }
 
+impl Service {
+    /// A refusal as its status (the one mapping, in `error.rs`), counted by
+    /// reason.
+    fn refuse(&self, r: Refusal) -> Status {
+        self.state.metrics.refused(r.reason());
+        r.into()
+    }
+}
+
 #[tonic::async_trait]
 impl BreachCheck for Service {
     async fn get_index_info(
         &self,
         req: Request<GetIndexInfoRequest>,
     ) -> Result<Response<IndexInfo>, Status> {
-        Ok(Response::new(self.index_info(&req)?))
+        mark_entered(req.extensions());
+        let info = self.index_info(&req).map_err(|r| self.refuse(r))?;
+        Ok(Response::new(info))
     }
 
     async fn evaluate(
         &self,
         req: Request<EvaluateRequest>,
     ) -> Result<Response<EvaluateResponse>, Status> {
-        Ok(Response::new(self.evaluate_batch(req).await?))
+        mark_entered(req.extensions());
+        let answer = self.evaluate_batch(req).await.map_err(|r| self.refuse(r))?;
+        Ok(Response::new(answer))
     }
 
     type GetBucketsStream = BucketStream;
@@ -246,6 +298,8 @@ impl BreachCheck for Service {
         &self,
         req: Request<GetBucketsRequest>,
     ) -> Result<Response<Self::GetBucketsStream>, Status> {
-        Ok(Response::new(self.bucket_stream(req)?))
+        mark_entered(req.extensions());
+        let stream = self.bucket_stream(req).map_err(|r| self.refuse(r))?;
+        Ok(Response::new(stream))
     }
 }

@@ -12,8 +12,9 @@ use crate::index::reader::Index;
 use crate::key::load_key;
 use crate::serve::auth::ApiKeys;
 use crate::serve::config::Config;
+use crate::serve::guard::Admitted;
 use crate::serve::metrics::Metrics;
-use crate::serve::quota::{Caller, MemoryQuotas, QuotaStore};
+use crate::serve::quota::{Call, Caller, MemoryQuotas, QuotaStore, REQUEST_RATE};
 
 /// An index and the key it was built with, served together. A bucket-only
 /// replica has no key: it answers GetIndexInfo and GetBuckets only.
@@ -161,14 +162,42 @@ impl AppState {
         req: &tonic::Request<T>,
         required: bool,
     ) -> Result<Caller, Refusal> {
+        self.caller(
+            req,
+            if required {
+                Call::Buckets
+            } else {
+                Call::IndexInfo
+            },
+        )
+    }
+
+    /// The caller of `req`: the one the guard layer admitted from the
+    /// headers, or, for a [`Service`](crate::Service) used without that
+    /// layer (a hand-written server around it), admitted here the same way.
+    pub(crate) fn caller<T>(&self, req: &tonic::Request<T>, call: Call) -> Result<Caller, Refusal> {
+        if let Some(admitted) = req.extensions().get::<Admitted>() {
+            return Ok(admitted.caller.clone());
+        }
         let header = req.metadata().get("authorization").map(|v| v.as_bytes());
-        if header.is_none() && !required {
+        self.admit(header, call)
+    }
+
+    /// Admits a call from its `authorization` header alone, before its body
+    /// is read: authenticates it and charges one request to its key (the
+    /// request rate; for Evaluate, a spent element quota is refused here too).
+    /// A GetIndexInfo without a key is public and not charged.
+    pub(crate) fn admit(&self, header: Option<&[u8]>, call: Call) -> Result<Caller, Refusal> {
+        if header.is_none() && call == Call::IndexInfo {
             return Ok(Caller {
                 name: "public".into(),
                 quota: self.config.anonymous.into(),
             });
         }
-        Ok(self.keys.authenticate(header)?)
+        let caller = self.keys.authenticate(header)?;
+        let r = self.quotas.charge_request(&caller, call);
+        self.charged(&caller, r)?;
+        Ok(caller)
     }
 
     /// Checks a request's `index_id` against the served index.
@@ -205,7 +234,13 @@ impl AppState {
     ) -> Result<(), Refusal> {
         r.map_err(|e| {
             self.metrics.quota_rejected(&caller.name);
-            tracing::info!(api_key = %caller.name, "quota exhausted");
+            // Request-rate refusals cost the sender nothing more, so a flood
+            // of them is possible: counted, logged only at debug.
+            if e.limit == REQUEST_RATE {
+                tracing::debug!(api_key = %caller.name, limit = e.limit, "quota exhausted");
+            } else {
+                tracing::info!(api_key = %caller.name, limit = e.limit, "quota exhausted");
+            }
             e.into()
         })
     }

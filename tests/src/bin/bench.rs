@@ -81,7 +81,14 @@ fn main() {
     };
     end_to_end(&mut r, &bin, &dir, &ms);
     let _ = std::fs::remove_dir_all(&dir);
-    let text = r.render(n);
+    let mut text = r.render(n);
+    // The abuse soak's section (`--bin soak`, run separately) is kept.
+    if let Some(i) = std::fs::read_to_string(&out)
+        .ok()
+        .and_then(|old| old.find("\n## Abuse soak").map(|i| old[i..].to_owned()))
+    {
+        text.push_str(&i);
+    }
     std::fs::write(&out, &text).expect("write report");
     println!("{text}");
     eprintln!("bench: wrote {}", out.display());

@@ -44,7 +44,7 @@ impl ServerProc {
         let config = index.with_extension("toml");
         std::fs::write(
             &config,
-            "allow_anonymous = true\n[anonymous]\nelements_per_second = 1e9\nburst = 100000000\nelements_per_day = 100000000\nbucket_bytes_per_day = 100000000000\n",
+            "allow_anonymous = true\n[anonymous]\nelements_per_second = 1e9\nburst = 100000000\nelements_per_day = 100000000\nbucket_bytes_per_day = 100000000000\nrequests_per_second = 1e9\nrequest_burst = 100000000\n",
         )
         .expect("config");
         let mut child = Command::new(server_bin())

@@ -134,6 +134,8 @@ pub fn open_config() -> Config {
             burst: 1 << 40,
             elements_per_day: 1 << 40,
             bucket_bytes_per_day: 1 << 40,
+            requests_per_second: 1e9,
+            request_burst: 1 << 40,
         },
         ..Config::default()
     }
