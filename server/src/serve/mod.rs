@@ -130,10 +130,10 @@ pub async fn bind(config: Config) -> Result<Bound> {
             )
         })?)
     };
-    let verify = !config.no_verify;
+    let key_mode = crate::key::InsecureKeyMode::allow_if(config.allow_insecure_key_mode);
     let served = tokio::task::spawn_blocking({
         let (i, k) = (index.clone(), key.clone());
-        move || Served::load_optional_key(&i, k.as_deref(), verify)
+        move || Served::load_optional_key(&i, k.as_deref(), key_mode)
     })
     .await??;
     let tls = tls_config(&config)?;
