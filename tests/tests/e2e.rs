@@ -820,6 +820,7 @@ async fn metrics_count_requests_elements_and_rejections() {
 mod binaries;
 mod corpus;
 mod index;
+mod integrity;
 mod lying;
 
 /// An empty index_id means the current index (the proof still binds the key).

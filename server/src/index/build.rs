@@ -310,15 +310,16 @@ fn check_bucket_bits(opts: &BuildOptions, numbers: u64, exact: bool) -> Result<(
     let largest = (numbers / MIN_MEAN_BUCKET_ENTRIES)
         .checked_ilog2()
         .unwrap_or(0);
-    let (what, at_most) = if exact {
-        ("distinct numbers", "")
+    // Before de-duplication only an upper bound is known.
+    let (what, at_most, largest_is) = if exact {
+        ("distinct numbers", "", "is")
     } else {
-        ("valid rows", "at most ")
+        ("valid rows", "at most ", "is at most")
     };
     Err(ServerError::Input(format!(
         "--bucket-bits {k} leaves {at_most}{mean:.1} real entries per bucket on average \
          ({numbers} {what} in 2^{k} buckets), fewer than {MIN_MEAN_BUCKET_ENTRIES}; \
-         the largest allowed for this input is --bucket-bits {largest} \
+         the largest allowed for this input {largest_is} --bucket-bits {largest} \
          (or leave it out to choose; --force-bucket-bits to use {k} anyway)"
     )))
 }

@@ -82,11 +82,11 @@ impl RowStats {
     fn reject(&mut self, reason: &str, raw: Option<&str>) {
         self.rows += 1;
         *self.invalid.entry(reason.to_owned()).or_default() += 1;
-        let samples = self.samples.entry(reason.to_owned()).or_default();
-        if let Some(raw) = raw
-            && samples.len() < MAX_SAMPLES
-        {
-            samples.push(sample(raw));
+        if let Some(raw) = raw {
+            let samples = self.samples.entry(reason.to_owned()).or_default();
+            if samples.len() < MAX_SAMPLES {
+                samples.push(sample(raw));
+            }
         }
     }
 

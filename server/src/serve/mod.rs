@@ -10,6 +10,8 @@
 //! * `quota`: [`QuotaStore`](quota::QuotaStore) and its in-memory store.
 //! * `metrics`: the Prometheus registry, its endpoint, and the tower layer
 //!   that observes every call.
+//! * `watch`: warns when the served index file changes on disk (SIGHUP
+//!   loads it).
 //!
 //! Two entry points, after mini-redis `server::run`: [`serve`] answers on a
 //! listener the caller bound (tests bind `127.0.0.1:0`), and [`bind`] then
@@ -22,6 +24,7 @@ pub(crate) mod metrics;
 pub(crate) mod quota;
 pub(crate) mod service;
 pub(crate) mod state;
+pub(crate) mod watch;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -206,6 +209,10 @@ impl Bound {
             }
             tasks.push(tokio::spawn(serve_metrics(ml, self.state.metrics.clone())));
         }
+        tasks.push(watch::watch_index_file(
+            self.state.clone(),
+            self.index.clone(),
+        ));
         #[cfg(unix)]
         tasks.push(reload_on_sighup(self.state.clone(), self.index, self.key)?);
         let served = serve(self.listener, self.state, self.tls, shutdown).await;
