@@ -209,10 +209,7 @@ impl Bound {
             }
             tasks.push(tokio::spawn(serve_metrics(ml, self.state.metrics.clone())));
         }
-        tasks.push(watch::watch_index_file(
-            self.state.clone(),
-            self.index.clone(),
-        ));
+        tasks.push(watch::spawn(self.state.clone(), self.index.clone()));
         #[cfg(unix)]
         tasks.push(reload_on_sighup(self.state.clone(), self.index, self.key)?);
         let served = serve(self.listener, self.state, self.tls, shutdown).await;

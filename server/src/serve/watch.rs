@@ -18,7 +18,7 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 /// Spawns the watch of `path` (the configured index path): every
 /// [`WATCH_INTERVAL`], compares the file on disk with the one the served
 /// index was read from, and warns once for each new state that differs.
-pub(crate) fn watch_index_file(state: Arc<AppState>, path: PathBuf) -> tokio::task::JoinHandle<()> {
+pub(crate) fn spawn(state: Arc<AppState>, path: PathBuf) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(WATCH_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
