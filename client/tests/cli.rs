@@ -48,6 +48,7 @@ fn server() -> &'static Server {
             default_region: breachcheck_proto::Region::parse("CN"),
             column: None,
             bucket_bits: Some(2),
+            force_bucket_bits: true,
             memory_limit: 1 << 28,
             temp_dir: None,
             progress: ProgressMode::Quiet,

@@ -82,6 +82,7 @@ pub(crate) async fn run(
             default_region: breachcheck_proto::Region::parse("CN"),
             column: None,
             bucket_bits: None,
+            force_bucket_bits: false,
             memory_limit: server::default_memory_limit(),
             temp_dir: None,
             progress: if std::io::IsTerminal::is_terminal(&std::io::stderr()) {

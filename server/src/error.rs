@@ -31,6 +31,20 @@ pub enum ServerError {
         /// Why.
         reason: &'static str,
     },
+    /// A key file that its group or other users may access (`mode & 0o077`
+    /// is not zero), refused unless `--allow-insecure-key-mode`.
+    #[error(
+        "{}: the OPRF key file has mode {mode:04o}, so users other than its owner can \
+         access the secret key; run `chmod 600 {}` (or pass --allow-insecure-key-mode)",
+        path.display(),
+        path.display()
+    )]
+    InsecureKeyMode {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The key file's public key is not the index's.
     #[error(
         "the key does not match the index: index public key {index}, key file public key {key}"

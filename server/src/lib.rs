@@ -53,15 +53,18 @@ pub use corpus::{
 pub use error::{IndexFault, RETRY_AFTER, Refusal, Result, ServerError};
 pub use index::breaches::plan_inputs;
 pub use index::build::{
-    BuildOptions, BuildReport, InputSpec, build_index, default_memory_limit, parse_size,
+    BuildOptions, BuildReport, InputSpec, MIN_MEAN_BUCKET_ENTRIES, build_index,
+    default_memory_limit, parse_size,
 };
-pub use index::dump::{Column, RowStats, parse_region};
+pub use index::dump::{
+    Column, MAX_FIELDS, MAX_SAMPLE_CHARS, MAX_SAMPLES, RowStats, parse_region, read_dump,
+};
 pub use index::format::{BreachMeta, Header, MAGIC, VERSION};
 pub use index::inspect::{InspectReport, inspect};
 pub use index::progress::ProgressMode;
 pub use index::reader::Index;
 pub use index::spill::remove_temporaries_on_interrupt;
-pub use key::{key_from_seed, keygen, load_key, save_key};
+pub use key::{InsecureKeyMode, key_from_seed, keygen, load_key, load_key_with, save_key};
 pub use serve::config::{
     ApiKeyEntry, Config, DEFAULT_MAX_BATCH, DEFAULT_MAX_CONCURRENT_STREAMS,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PREFIXES, Quota, Settings, new_api_key,

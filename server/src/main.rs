@@ -154,8 +154,13 @@ struct BuildArgs {
     #[arg(long)]
     breaches: Option<PathBuf>,
     /// Bucket bits k (default: chosen for a few thousand entries per bucket).
+    /// A k that leaves fewer than 256 real entries per bucket on average is
+    /// refused.
     #[arg(long)]
     bucket_bits: Option<u32>,
+    /// Use --bucket-bits even if buckets hold fewer than 256 entries on average.
+    #[arg(long, requires = "bucket_bits")]
+    force_bucket_bits: bool,
     /// Memory for records before spilling to disk (e.g. 8G, 512M).
     #[arg(long, value_parser = server::parse_size)]
     memory_limit: Option<u64>,
@@ -165,6 +170,10 @@ struct BuildArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+    /// Load a key file that its group or other users may read (with a
+    /// warning) instead of refusing it; `chmod 600` it instead.
+    #[arg(long)]
+    allow_insecure_key_mode: bool,
     /// Overwrite an existing index.
     #[arg(long)]
     force: bool,
@@ -195,7 +204,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Err(server::ServerError::Exists(a.out).into());
             }
             let region = server::parse_region(&a.default_region)?;
-            let key = server::load_key(&a.key)?;
+            let key_mode = server::InsecureKeyMode::allow_if(a.allow_insecure_key_mode);
+            let key = server::load_key_with(&a.key, key_mode)?;
             let (breaches, inputs) =
                 server::plan_inputs(&a.inputs, a.breaches.as_deref(), a.breach.as_deref())?;
             server::remove_temporaries_on_interrupt();
@@ -205,6 +215,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 default_region: Some(region),
                 column: a.column,
                 bucket_bits: a.bucket_bits,
+                force_bucket_bits: a.force_bucket_bits,
                 memory_limit: a.memory_limit.unwrap_or_else(server::default_memory_limit),
                 temp_dir: a.temp_dir,
                 progress: ProgressMode::for_stderr(a.json),

@@ -307,6 +307,7 @@ fn setup() -> anyhow::Result<Setup> {
         default_region: proto::Region::parse("CN"),
         column: None,
         bucket_bits: Some(4),
+        force_bucket_bits: true,
         memory_limit: 1 << 28,
         temp_dir: None,
         progress: server::ProgressMode::Quiet,

@@ -833,6 +833,7 @@ mod abuse;
 mod binaries;
 mod corpus;
 mod index;
+mod integrity;
 mod lying;
 
 /// An empty index_id means the current index (the proof still binds the key).

@@ -30,7 +30,9 @@ use crate::index::dump::{Column, RowStats, read_numbers};
 use crate::index::encode::{HIST_BITS, bucket_counts, choose_bucket_bits, encode_buckets};
 use crate::index::format::{BreachMeta, Header, MAX_BREACHES};
 use crate::index::progress::{Progress, ProgressMode};
-use crate::index::spill::{PART_BITS, Record, Spill, TempGuard};
+use crate::index::spill::{
+    PART_BITS, Record, Spill, TempGuard, create_private_dir, remove_stale_temporaries,
+};
 use crate::index::write::write_index;
 
 /// One input file and the breach (index into the breach table) it belongs to.
@@ -55,6 +57,10 @@ pub struct BuildOptions {
     pub column: Option<Column>,
     /// k, or `None` to choose it.
     pub bucket_bits: Option<u32>,
+    /// Use `bucket_bits` even when its buckets hold fewer than
+    /// [`MIN_MEAN_BUCKET_ENTRIES`] real entries on average
+    /// (`--force-bucket-bits`).
+    pub force_bucket_bits: bool,
     /// Bytes of records to hold in memory before spilling to disk.
     pub memory_limit: u64,
     /// Where temporary files go (default: beside the output).
@@ -99,6 +105,9 @@ pub struct BuildReport {
     /// Real (non-padding) entries per bucket: (lower bound, buckets). Kept
     /// in the report for the operator, never in the index file.
     pub bucket_histogram: std::collections::BTreeMap<u32, u64>,
+    /// The process's peak resident memory so far, in bytes (`VmHWM` of
+    /// `/proc/self/status`; `None` where that is not available).
+    pub peak_memory_bytes: Option<u64>,
 }
 
 impl BuildReport {
@@ -131,7 +140,11 @@ impl fmt::Display for BuildReport {
                 .get(reason)
                 .map(|s| s.join(", "))
                 .unwrap_or_default();
-            writeln!(f, "    {reason:<22} {n}  (e.g. {samples})")?;
+            if samples.is_empty() {
+                writeln!(f, "    {reason:<22} {n}")?;
+            } else {
+                writeln!(f, "    {reason:<22} {n}  (e.g. {samples})")?;
+            }
         }
         writeln!(f, "  distinct numbers   {}", r.distinct)?;
         writeln!(f, "  duplicates merged  {}", r.duplicates_merged)?;
@@ -148,6 +161,13 @@ impl fmt::Display for BuildReport {
             r.file_size, r.bytes_per_entry
         )?;
         writeln!(f, "  spilled to disk    {}", r.spilled)?;
+        if let Some(m) = r.peak_memory_bytes {
+            writeln!(
+                f,
+                "  peak memory        {:.1} MiB",
+                m as f64 / f64::from(1 << 20)
+            )?;
+        }
         writeln!(
             f,
             "  wall time          {:.2} s ({:.0} numbers/s)",
@@ -196,16 +216,21 @@ pub fn build_index(key: &ServerKey, out: &Path, opts: &BuildOptions) -> Result<B
         .to_string_lossy()
         .into_owned();
     let temp_root = opts.temp_dir.clone().unwrap_or_else(|| out_dir.to_owned());
+    remove_stale_temporaries(&temp_root, out_dir, &file_name);
     let work = TempGuard::new(temp_root.join(format!(".{file_name}.build-{}", std::process::id())));
-    fs::create_dir_all(work.path()).map_err(io_err(work.path()))?;
+    create_private_dir(work.path())?;
 
     let (raw, rows) = read_inputs(opts, work.path())?;
+    // Distinct numbers are at most the valid rows: refuse a sparse layout
+    // now if even those are too few, before the costly evaluation.
+    check_bucket_bits(opts, rows.valid, false)?;
     let label_width = if opts.breaches.len() <= 1 {
         0
     } else {
         opts.breaches.len().div_ceil(8) as u8
     };
     let mut ev = evaluate_partitions(key, opts, work.path(), raw, label_width, rows.valid)?;
+    check_bucket_bits(opts, ev.distinct, true)?;
 
     // The layout: k, padded entries per bucket P, fingerprint bits f.
     let k = opts
@@ -259,7 +284,52 @@ pub fn build_index(key: &ServerKey, out: &Path, opts: &BuildOptions) -> Result<B
         numbers_per_second: distinct as f64 / wall.max(1e-9),
         index_id: hex::encode(header.index_id),
         bucket_histogram: size_histogram(&counts),
+        peak_memory_bytes: peak_memory_bytes(),
     })
+}
+
+/// The fewest real entries a bucket must hold on average under an explicit
+/// `--bucket-bits` (unless `--force-bucket-bits`). Buckets of a handful of
+/// numbers are mostly padding (the file grows several-fold), and their real
+/// counts are what proves numbers absent offline if anything ever reveals
+/// them (index format 1 stored them, #10); the automatic choice aims at
+/// thousands.
+pub const MIN_MEAN_BUCKET_ENTRIES: u64 = 256;
+
+/// Refuses an explicit k whose buckets would hold fewer than
+/// [`MIN_MEAN_BUCKET_ENTRIES`] of `numbers` on average, unless forced.
+/// `exact`: `numbers` is the distinct count, not its upper bound.
+fn check_bucket_bits(opts: &BuildOptions, numbers: u64, exact: bool) -> Result<()> {
+    let Some(k) = opts.bucket_bits else {
+        return Ok(());
+    };
+    if k == 0 || opts.force_bucket_bits || numbers >= MIN_MEAN_BUCKET_ENTRIES << k {
+        return Ok(());
+    }
+    let mean = numbers as f64 / (1u64 << k) as f64;
+    let largest = (numbers / MIN_MEAN_BUCKET_ENTRIES)
+        .checked_ilog2()
+        .unwrap_or(0);
+    // Before de-duplication only an upper bound is known.
+    let (what, at_most, largest_is) = if exact {
+        ("distinct numbers", "", "is")
+    } else {
+        ("valid rows", "at most ", "is at most")
+    };
+    Err(ServerError::Input(format!(
+        "--bucket-bits {k} leaves {at_most}{mean:.1} real entries per bucket on average \
+         ({numbers} {what} in 2^{k} buckets), fewer than {MIN_MEAN_BUCKET_ENTRIES}; \
+         the largest allowed for this input {largest_is} --bucket-bits {largest} \
+         (or leave it out to choose; --force-bucket-bits to use {k} anyway)"
+    )))
+}
+
+/// Peak resident memory of this process (`VmHWM`), where `/proc` has it.
+fn peak_memory_bytes() -> Option<u64> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kb.checked_mul(1024)
 }
 
 /// Phase 1: reads every input into records partitioned by bucket range. A

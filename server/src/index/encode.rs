@@ -6,7 +6,6 @@
 //! dummies come from a stream keyed by the secret key: the output depends only
 //! on the key and the set of (number, breaches) pairs.
 
-use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -17,7 +16,7 @@ use rayon::prelude::*;
 use crate::error::{Result, io_err};
 use crate::index::format::Header;
 use crate::index::progress::{Progress, ProgressMode};
-use crate::index::spill::{PART_BITS, Spill};
+use crate::index::spill::{PART_BITS, Spill, create_private_file};
 
 /// Histogram resolution for choosing k.
 pub(crate) const HIST_BITS: u32 = 20;
@@ -84,7 +83,7 @@ pub(crate) fn encode_buckets(
 ) -> Result<(PathBuf, Vec<u32>)> {
     let k = h.bucket_bits;
     let path = work.join("payloads");
-    let mut payloads = BufWriter::new(File::create(&path).map_err(io_err(&path))?);
+    let mut payloads = BufWriter::new(create_private_file(&path)?);
     let mut lens = vec![0u32; 1 << k];
     let group_bits = k.min(PART_BITS);
     let parts_per_group = 1usize << (PART_BITS - group_bits);

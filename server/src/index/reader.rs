@@ -27,9 +27,42 @@ pub struct Index {
     inner: Arc<Inner>,
 }
 
+/// What identifies a file's contents cheaply: device, inode, length and
+/// modification time. Two equal stamps are taken to be the same bytes; a
+/// `cp` over the file, a `truncate` or a rename of another file over it each
+/// change the stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl FileStamp {
+    /// The stamp of `meta`.
+    pub(crate) fn of(meta: &std::fs::Metadata) -> Self {
+        #[cfg(unix)]
+        let (dev, ino) = {
+            use std::os::unix::fs::MetadataExt;
+            (meta.dev(), meta.ino())
+        };
+        #[cfg(not(unix))]
+        let (dev, ino) = (0, 0);
+        FileStamp {
+            dev,
+            ino,
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     path: PathBuf,
+    /// The file's stamp when it was opened.
+    stamp: FileStamp,
     bytes: Bytes,
     header: Header,
     header_len: usize,
@@ -53,7 +86,8 @@ impl Index {
             reason,
         };
         let mut file = File::open(path).map_err(io_err(path))?;
-        let len = file.metadata().map_err(io_err(path))?.len();
+        let meta = file.metadata().map_err(io_err(path))?;
+        let (len, stamp) = (meta.len(), FileStamp::of(&meta));
         if len == 0 {
             return Err(bad(IndexFault::Truncated));
         }
@@ -77,6 +111,7 @@ impl Index {
         Ok(Index {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
+                stamp,
                 bytes: Bytes::from(bytes),
                 header,
                 header_len,
@@ -150,6 +185,11 @@ impl Index {
     /// The file it was read from.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// The stamp the file had when it was read.
+    pub(crate) fn stamp(&self) -> FileStamp {
+        self.inner.stamp
     }
 
     /// Size of the file in bytes.

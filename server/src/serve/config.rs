@@ -104,6 +104,12 @@ pub struct Settings {
           require_equals = true, default_missing_value = "true",
           value_parser = BoolishValueParser::new())]
     pub no_verify: Option<bool>,
+    /// Load a key file that its group or other users may read, with a
+    /// warning, instead of refusing it (`chmod 600` the file instead).
+    #[arg(long, env = "BREACHCHECK_ALLOW_INSECURE_KEY_MODE", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true",
+          value_parser = BoolishValueParser::new())]
+    pub allow_insecure_key_mode: Option<bool>,
     /// Quota for callers without a key (when allowed). File only.
     #[arg(skip)]
     pub anonymous: Option<Quota>,
@@ -169,6 +175,9 @@ impl Settings {
             allow_anonymous: self.allow_anonymous.or(lower.allow_anonymous),
             buckets_only: self.buckets_only.or(lower.buckets_only),
             no_verify: self.no_verify.or(lower.no_verify),
+            allow_insecure_key_mode: self
+                .allow_insecure_key_mode
+                .or(lower.allow_insecure_key_mode),
             anonymous: self.anonymous.or(lower.anonymous),
             default_quota: self.default_quota.or(lower.default_quota),
             api_keys: self.api_keys.or(lower.api_keys),
@@ -250,6 +259,9 @@ impl Settings {
             allow_anonymous: self.allow_anonymous.unwrap_or(d.allow_anonymous),
             buckets_only: self.buckets_only.unwrap_or(d.buckets_only),
             no_verify: self.no_verify.unwrap_or(d.no_verify),
+            allow_insecure_key_mode: self
+                .allow_insecure_key_mode
+                .unwrap_or(d.allow_insecure_key_mode),
             anonymous: self.anonymous.unwrap_or(d.anonymous),
             default_quota: self.default_quota.unwrap_or(d.default_quota),
             api_keys: self.api_keys.unwrap_or(d.api_keys),
@@ -328,6 +340,9 @@ pub struct Config {
     pub buckets_only: bool,
     /// Skip hashing the whole index body at start and reload.
     pub no_verify: bool,
+    /// Load a key file that its group or other users may read (with a
+    /// warning) instead of refusing it.
+    pub allow_insecure_key_mode: bool,
     /// Quota for callers without a key (when allowed).
     pub anonymous: Quota,
     /// Quota for keys that do not set their own.
@@ -437,6 +452,7 @@ impl Default for Config {
             allow_anonymous: false,
             buckets_only: false,
             no_verify: false,
+            allow_insecure_key_mode: false,
             anonymous: Quota::anonymous(),
             default_quota: Quota::default(),
             api_keys: Vec::new(),

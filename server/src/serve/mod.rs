@@ -15,6 +15,8 @@
 //!   answers undecodable requests `INVALID_ARGUMENT`.
 //! * `net`: the accept loop (connection cap, back-off on accept errors) and
 //!   the per-connection handshake and idle deadlines; the descriptor limit.
+//! * `watch`: warns when the served index file changes on disk (SIGHUP
+//!   loads it).
 //!
 //! Two entry points, after mini-redis `server::run`: [`serve`] answers on a
 //! listener the caller bound (tests bind `127.0.0.1:0`), and [`bind`] then
@@ -29,6 +31,7 @@ pub(crate) mod net;
 pub(crate) mod quota;
 pub(crate) mod service;
 pub(crate) mod state;
+pub(crate) mod watch;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -167,10 +170,10 @@ pub async fn bind(config: Config) -> Result<Bound> {
             )
         })?)
     };
-    let verify = !config.no_verify;
+    let key_mode = crate::key::InsecureKeyMode::allow_if(config.allow_insecure_key_mode);
     let served = tokio::task::spawn_blocking({
         let (i, k) = (index.clone(), key.clone());
-        move || Served::load_optional_key(&i, k.as_deref(), verify)
+        move || Served::load_optional_key(&i, k.as_deref(), key_mode)
     })
     .await??;
     let tls = tls_config(&config)?;
@@ -243,6 +246,7 @@ impl Bound {
             }
             tasks.push(tokio::spawn(serve_metrics(ml, self.state.metrics.clone())));
         }
+        tasks.push(watch::spawn(self.state.clone(), self.index.clone()));
         #[cfg(unix)]
         tasks.push(reload_on_sighup(self.state.clone(), self.index, self.key)?);
         let served = serve(self.listener, self.state, self.tls, shutdown).await;

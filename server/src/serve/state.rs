@@ -9,7 +9,7 @@ use breachcheck_proto::ServerKey;
 
 use crate::error::{Refusal, Result};
 use crate::index::reader::Index;
-use crate::key::load_key;
+use crate::key::{InsecureKeyMode, load_key, load_key_with};
 use crate::serve::auth::ApiKeys;
 use crate::serve::config::Config;
 use crate::serve::guard::Admitted;
@@ -38,7 +38,11 @@ impl Served {
     ///
     /// Key, index or mismatch errors.
     pub fn load(index: &Path, key: &Path, _verify_body: bool) -> Result<Self> {
-        let key = load_key(key)?;
+        Self::load_with_key(index, load_key(key)?)
+    }
+
+    /// Loads an index for `key`, as [`Served::load`].
+    fn load_with_key(index: &Path, key: ServerKey) -> Result<Self> {
         let index = Index::open_with_key(index, &key)?;
         index.verify()?;
         Ok(Served {
@@ -59,7 +63,9 @@ impl Served {
         Ok(Served { index, key: None })
     }
 
-    /// Loads the pair, or the index alone when `key` is `None`.
+    /// Loads the pair, or the index alone when `key` is `None`; `key_mode`
+    /// says whether a key file others may read is refused (the default) or
+    /// loaded with a warning (`allow_insecure_key_mode`).
     ///
     /// # Errors
     ///
@@ -67,11 +73,11 @@ impl Served {
     pub(crate) fn load_optional_key(
         index: &Path,
         key: Option<&Path>,
-        verify_body: bool,
+        key_mode: InsecureKeyMode,
     ) -> Result<Self> {
         match key {
-            Some(key) => Self::load(index, key, verify_body),
-            None => Self::load_buckets_only(index, verify_body),
+            Some(key) => Self::load_with_key(index, load_key_with(key, key_mode)?),
+            None => Self::load_buckets_only(index, true),
         }
     }
 }
@@ -144,7 +150,8 @@ impl AppState {
     ///
     /// Whatever loading fails with; the old pair stays served.
     pub fn reload(&self, index: &Path, key: Option<&Path>) -> Result<()> {
-        let next = Served::load_optional_key(index, key, true)?;
+        let key_mode = InsecureKeyMode::allow_if(self.config.allow_insecure_key_mode);
+        let next = Served::load_optional_key(index, key, key_mode)?;
         tracing::info!(
             index = %index.display(),
             index_id = %hex::encode(next.index.index_id()),

@@ -222,6 +222,7 @@ async fn labelled_multi_breach_index() {
         default_region: breachcheck_proto::Region::parse("CN"),
         column: None,
         bucket_bits: Some(2),
+        force_bucket_bits: true,
         memory_limit: 1 << 30,
         temp_dir: None,
         progress: ProgressMode::Quiet,

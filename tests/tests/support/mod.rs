@@ -102,6 +102,8 @@ pub fn options(inputs: Vec<PathBuf>, bucket_bits: Option<u32>) -> BuildOptions {
         default_region: breachcheck_proto::Region::parse("CN"),
         column: None,
         bucket_bits,
+        // Test corpora are small: their explicit layouts are deliberate.
+        force_bucket_bits: true,
         memory_limit: 1 << 30,
         temp_dir: None,
         progress: ProgressMode::Quiet,
