@@ -458,7 +458,20 @@ async fn download(
         };
         rest = tail;
         let mut answer = Answer::new(expected);
-        while let Some(chunk) = stream.next().await? {
+        loop {
+            let chunk = match stream.next().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                // Above the cap of one honest chunk: the transport refused
+                // it before reading it whole.
+                Err(ClientError::Rpc(s)) if s.code() == Code::OutOfRange => {
+                    return Err(bad(
+                        answer.next_missing(),
+                        "the server sent a message larger than a bucket of this index can be",
+                    ));
+                }
+                Err(e) => return Err(e),
+            };
             answer.accept(&chunk)?;
             let p = decode(chunk.bucket, &chunk.payload, &chunk.bucket_proof, info)?;
             if let Some(dir) = dir {
@@ -510,6 +523,17 @@ impl Answer {
             return Err(bad(b, "the server sent this bucket twice"));
         }
         Ok(())
+    }
+
+    /// The first bucket asked for and not yet sent (the last one asked when
+    /// all were).
+    fn next_missing(&self) -> u32 {
+        let mut missing = self.expected.difference(&self.seen);
+        missing
+            .next()
+            .or_else(|| self.expected.last())
+            .copied()
+            .unwrap_or_default()
     }
 
     /// At the end of the answer: every bucket asked for was sent.

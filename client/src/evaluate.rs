@@ -27,8 +27,8 @@ use breachcheck_proto::{
     ProtocolError, PublicKey, SUITE, blind_batch, finalize,
 };
 use subtle::ConstantTimeEq;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use tokio::sync::watch;
+use tokio::task::{AbortHandle, JoinSet};
 
 use crate::error::{ClientError, Result};
 use crate::pace::Pacer;
@@ -95,26 +95,32 @@ impl Evaluator {
     /// [`ClientError::ProofFailed`], [`ClientError::QuotaExhausted`], an RPC
     /// error, or [`ClientError::TaskFailed`].
     pub(crate) async fn evaluate(&self, numbers: &[PhoneNumber]) -> Evaluated {
-        // A fair semaphore: batches start in input order.
-        let permits = Arc::new(Semaphore::new(self.concurrency));
+        let batches: Vec<&[PhoneNumber]> = numbers.chunks(self.max_batch).collect();
+        // Batches are sent in order (each waits for its turn after blinding),
+        // so a quota that runs out refuses a batch and everything after it,
+        // never an earlier one whose output would then be dropped.
+        let turns = Arc::new(watch::channel(0usize).0);
         let mut tasks = JoinSet::new();
         let mut index_of = HashMap::new();
-        let mut handles = Vec::new();
-        for (i, batch) in numbers.chunks(self.max_batch).enumerate() {
-            let batch = batch.to_vec();
-            let this = self.clone();
-            let permits = permits.clone();
-            let h = tasks.spawn(async move {
-                let _permit = permits.acquire_owned().await;
-                this.evaluate_batch(batch).await
-            });
-            index_of.insert(h.id(), i);
-            handles.push(h);
-        }
-        let mut parts: Vec<Option<Vec<Output>>> = vec![None; handles.len()];
+        let mut handles: Vec<AbortHandle> = Vec::new();
+        let mut parts: Vec<Option<Vec<Output>>> = vec![None; batches.len()];
         // The first (lowest) failing batch and its error.
         let mut first_failure: Option<(usize, ClientError)> = None;
-        while let Some(joined) = tasks.join_next_with_id().await {
+        loop {
+            // At most `concurrency` in flight; none started after a failure.
+            while first_failure.is_none()
+                && handles.len() < batches.len()
+                && tasks.len() < self.concurrency
+            {
+                let i = handles.len();
+                let (this, batch, turns) = (self.clone(), batches[i].to_vec(), turns.clone());
+                let h = tasks.spawn(async move { this.evaluate_batch(batch, i, &turns).await });
+                index_of.insert(h.id(), i);
+                handles.push(h);
+            }
+            let Some(joined) = tasks.join_next_with_id().await else {
+                break;
+            };
             let (i, result) = match joined {
                 Ok((id, r)) => (index_of.get(&id).copied().unwrap_or(0), r),
                 Err(e) if e.is_cancelled() => continue,
@@ -126,8 +132,8 @@ impl Evaluator {
             match result {
                 Ok(outputs) => parts[i] = Some(outputs),
                 Err(e) if first_failure.as_ref().is_none_or(|(f, _)| i < *f) => {
-                    // Later batches are no use now: cancel them (those not
-                    // yet sent are never sent). Earlier ones finish.
+                    // Later batches are no use now: cancel them. Earlier
+                    // ones, already sent and charged, finish.
                     for h in &handles[i + 1..] {
                         h.abort();
                     }
@@ -150,7 +156,14 @@ impl Evaluator {
     }
 
     /// One Evaluate call: blind, send, check, verify, finalize.
-    async fn evaluate_batch(&self, numbers: Vec<PhoneNumber>) -> Result<Vec<Output>> {
+    /// `turn` is the batch's place in the check: it sends after every
+    /// earlier batch has.
+    async fn evaluate_batch(
+        &self,
+        numbers: Vec<PhoneNumber>,
+        turn: usize,
+        turns: &watch::Sender<usize>,
+    ) -> Result<Vec<Output>> {
         let inputs = Arc::new(numbers);
         let to_blind = inputs.clone();
         let (blinds, blinded) = blocking("blind", move || {
@@ -159,6 +172,10 @@ impl Evaluator {
         })
         .await??;
         let wire: Vec<Vec<u8>> = blinded.iter().map(|b| b.to_bytes().to_vec()).collect();
+        let mut my_turn = turns.subscribe();
+        // The sender lives in `evaluate` for as long as this task does.
+        let _ = my_turn.wait_for(|&t| t >= turn).await;
+        turns.send_modify(|t| *t = (*t).max(turn + 1));
         let resp = self
             .pacer
             .call(|| self.rpc.evaluate(&self.index_id, &wire))

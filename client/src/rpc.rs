@@ -145,9 +145,10 @@ impl Rpc {
             endpoint: s.endpoint.clone(),
             source,
         };
+        // No transport-level timeout: it would cover only the response
+        // headers. Every call is bounded here instead (module docs).
         let mut ep = Endpoint::from_shared(s.endpoint.clone())
             .map_err(connect_err)?
-            .timeout(s.timeout)
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true);
         if s.endpoint.starts_with("https://") {
