@@ -769,7 +769,8 @@ mod tests {
     #[test]
     fn a_committed_but_impossible_layout_is_refused() {
         let ok = honest_info();
-        let cases: [(&str, fn(&mut IndexInfo)); 5] = [
+        type Lie = fn(&mut IndexInfo);
+        let cases: [(&str, Lie); 5] = [
             ("more per bucket than in the index", |i| i.entry_count = 99),
             ("f not derived from P", |i| i.fingerprint_bits = 64),
             ("payload longer than P entries take", |i| {

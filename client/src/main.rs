@@ -223,12 +223,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .default_region(&default_region)
                 .concurrency(concurrency)
                 .max_quota_wait(Duration::from_secs(max_wait))
-                .on_progress(|p| match p {
-                    Progress::QuotaWait { wait } => eprintln!(
-                        "waiting {} s for the server's evaluation rate limit to refill (no quota is lost)",
-                        wait.as_secs().max(1)
-                    ),
-                    _ => {}
+                .on_progress(|p| {
+                    if let Progress::QuotaWait { wait } = p {
+                        eprintln!(
+                            "waiting {} s for the server's evaluation rate limit to refill (no quota is lost)",
+                            wait.as_secs().max(1)
+                        );
+                    }
                 });
             if let Some(j) = prefix_bits {
                 b = b.prefix_bits(j);

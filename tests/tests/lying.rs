@@ -1515,3 +1515,40 @@ async fn pins_and_the_trust_file_are_enforced_and_reported() {
     assert!(out.stderr().contains("HAS CHANGED"), "{}", out.stderr());
     server.stop().await;
 }
+
+// See: #11
+/// The case: 40,000 numbers with every server default (max_batch
+/// 4,096; burst 20,000 at 1,000/s; 100,000 a day). The check waits about
+/// 20 s for the rate, reports the waits, answers every number, and the
+/// server evaluates each number once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forty_thousand_numbers_complete_with_server_defaults() {
+    let f = fixture();
+    let (token, entry) = api_key("defaults", Some(breachcheck_server::Quota::default()));
+    let config = breachcheck_server::Config {
+        api_keys: vec![entry],
+        ..breachcheck_server::Config::default()
+    };
+    let server = start(&f.index, &f.key, config).await;
+    let waits = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = waits.clone();
+    let c = Client::builder(server.url())
+        .api_key(token)
+        .on_progress(move |p| sink.lock().expect("lock").push(p))
+        .connect()
+        .await
+        .expect("connect");
+    let numbers: Vec<String> = (0..40_000).map(|i| format!("+86135{i:08}")).collect();
+    let r = c.check(&numbers).await.expect("a paced check completes");
+    assert_eq!(r.len(), 40_000);
+    assert!(r.iter().all(|r| r.error.is_none()));
+    assert_eq!(
+        metric(&server, "breachcheck_elements_evaluated_total"),
+        Some(40_000)
+    );
+    assert!(
+        !waits.lock().expect("lock").is_empty(),
+        "the rate never ran out"
+    );
+    server.stop().await;
+}

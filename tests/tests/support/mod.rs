@@ -388,9 +388,7 @@ pub fn golomb_stream(values: &[u64], m: u64) -> Vec<u8> {
     for &v in values {
         let g = v - prev;
         prev = v;
-        for _ in 0..g / m {
-            bits.push(false);
-        }
+        bits.extend(std::iter::repeat_n(false, (g / m) as usize));
         bits.push(true);
         if m > 1 {
             let r = u128::from(g % m);
