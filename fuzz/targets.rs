@@ -245,4 +245,173 @@ pub(crate) const TARGETS: &[Target] = &[
     ("index_header", index_header),
     ("dump", dump),
     ("server_config", server_config),
+    ("client_info", client_info),
+    ("client_bucket", client_bucket),
+    ("client_response", client_response),
 ];
+
+// --- the client's checks of untrusted messages (#11) -------------------------
+
+/// A byte cursor that runs out gracefully: missing bytes read as zero.
+struct Bytes<'a>(&'a [u8]);
+
+impl Bytes<'_> {
+    fn take<const N: usize>(&mut self) -> [u8; N] {
+        let mut out = [0u8; N];
+        let n = self.0.len().min(N);
+        out[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        out
+    }
+
+    fn u8(&mut self) -> u8 {
+        self.take::<1>()[0]
+    }
+
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes(self.take())
+    }
+}
+
+/// SerializeElement of the ristretto255 generator: a valid public key.
+const GENERATOR: [u8; 32] = [
+    0xe2, 0xf2, 0xae, 0x0a, 0x6a, 0xbc, 0x4e, 0x71, 0xa8, 0x84, 0xa9, 0x61, 0xc5, 0x00, 0x51, 0x5f,
+    0x58, 0xe3, 0x0b, 0x6a, 0xa5, 0x82, 0xdd, 0x8d, 0xb6, 0xa6, 0x59, 0x45, 0xe0, 0x8d, 0x2d, 0x76,
+];
+
+/// `IndexInfo` as the client checks it before use (suite, key, layout,
+/// commitment). Flags in the first byte choose a valid suite, key and a
+/// committing id, so the fuzzer reaches the layout checks; what the client
+/// accepts must satisfy the bounds it promises.
+pub(crate) fn client_info(data: &[u8]) {
+    use breachcheck_client::fuzzing;
+    use proto::pb::IndexInfo;
+    let mut b = Bytes(data);
+    let flags = b.u8();
+    let key = if flags & 1 == 0 { GENERATOR } else { b.take() };
+    let mut info = IndexInfo {
+        suite: if flags & 2 == 0 {
+            proto::SUITE.to_owned()
+        } else {
+            "other".into()
+        },
+        mode: if flags & 4 == 0 { 1 } else { u32::from(b.u8()) },
+        public_key: key.to_vec(),
+        bucket_bits: u32::from(b.u8()),
+        fingerprint_bits: u32::from(b.u8()),
+        entry_count: u64::from_le_bytes(b.take()),
+        bucket_entries: b.u32(),
+        payload_len: b.u32(),
+        max_batch: b.u32(),
+        min_prefix_bits: u32::from(b.u8()),
+        bucket_root: b.take::<32>().to_vec(),
+        ..IndexInfo::default()
+    };
+    if flags & 8 != 0 {
+        // Fields of another length.
+        info.bucket_root.truncate(usize::from(b.u8() % 40));
+    }
+    let root: [u8; 32] = info.bucket_root.as_slice().try_into().unwrap_or([0; 32]);
+    let layout = proto::IndexLayout {
+        public_key: key,
+        bucket_bits: info.bucket_bits,
+        fingerprint_bits: info.fingerprint_bits,
+        bucket_entries: info.bucket_entries,
+        payload_len: info.payload_len,
+    };
+    info.index_id = if flags & 16 == 0 {
+        layout.index_id(&root).to_vec()
+    } else {
+        b.take::<32>().to_vec()
+    };
+    if fuzzing::index_info(&info).is_ok() {
+        assert!(info.bucket_bits <= proto::MAX_BUCKET_BITS);
+        assert!(info.bucket_entries >= 1);
+        assert!(u64::from(info.bucket_entries) <= info.entry_count.max(1));
+        assert_eq!(
+            info.fingerprint_bits,
+            proto::fingerprint_bits_for(info.bucket_entries)
+        );
+        assert!(info.payload_len as usize >= proto::PAYLOAD_HEADER_LEN);
+        assert!(info.payload_len <= 256 << 20);
+        assert_eq!(info.index_id, layout.index_id(&root).to_vec());
+    }
+}
+
+/// One bucket as the client checks it: the fuzz input (after two bytes of
+/// `P`) is the payload of bucket 0 of a one-bucket index that commits to
+/// it, so every input passes the Merkle check and reaches the Golomb
+/// parameter and decode checks. What the client accepts holds exactly `P`
+/// entries. The bucket-number check of a GetBuckets answer runs on the
+/// same bytes.
+pub(crate) fn client_bucket(data: &[u8]) {
+    use breachcheck_client::fuzzing;
+    use proto::pb::{BucketChunk, IndexInfo};
+    let mut b = Bytes(data);
+    let p = u32::from(u16::from_le_bytes(b.take())).max(1);
+    let payload = b.0.to_vec();
+    let root = proto::leaf_hash(0, &payload);
+    let f = proto::fingerprint_bits_for(p);
+    let layout = proto::IndexLayout {
+        public_key: GENERATOR,
+        bucket_bits: 0,
+        fingerprint_bits: f,
+        bucket_entries: p,
+        payload_len: payload.len() as u32,
+    };
+    let info = IndexInfo {
+        suite: proto::SUITE.to_owned(),
+        mode: 1,
+        public_key: GENERATOR.to_vec(),
+        fingerprint_bits: f,
+        entry_count: u64::from(p),
+        bucket_entries: p,
+        payload_len: payload.len() as u32,
+        bucket_root: root.to_vec(),
+        index_id: layout.index_id(&root).to_vec(),
+        ..IndexInfo::default()
+    };
+    if fuzzing::index_info(&info).is_ok() {
+        let chunk = BucketChunk {
+            bucket: 0,
+            payload: payload.clone().into(),
+            bucket_proof: Default::default(),
+        };
+        if let Ok(n) = fuzzing::bucket(&info, &chunk) {
+            assert_eq!(n, p as usize);
+        }
+    }
+    // Bucket numbers: the first half of the bytes asked, the rest sent.
+    let nums: Vec<u32> = data.iter().map(|&x| u32::from(x % 16)).collect();
+    let (asked, sent) = nums.split_at(nums.len() / 2);
+    let expected: std::collections::BTreeSet<u32> = asked.iter().copied().collect();
+    if fuzzing::answer(expected.clone(), sent).is_ok() {
+        let mut s = sent.to_vec();
+        s.sort_unstable();
+        assert_eq!(s, expected.into_iter().collect::<Vec<_>>());
+    }
+}
+
+/// An Evaluate response as the client checks it before the proof: the
+/// input is a count of elements, then 32-byte elements, then the proof.
+/// Accepted responses have one element per element sent.
+pub(crate) fn client_response(data: &[u8]) {
+    use breachcheck_client::fuzzing;
+    let Ok(blinded) = proto::BlindedElement::from_bytes(&GENERATOR) else {
+        return;
+    };
+    let Ok(key) = proto::PublicKey::from_bytes(&GENERATOR) else {
+        return;
+    };
+    let sent = vec![blinded; 2];
+    let mut b = Bytes(data);
+    let n = usize::from(b.u8() % 5);
+    let elements: Vec<Vec<u8>> = (0..n).map(|_| b.take::<32>().to_vec()).collect();
+    let resp = proto::pb::EvaluateResponse {
+        evaluated_elements: elements,
+        proof: b.0.to_vec(),
+    };
+    if let Ok(accepted) = fuzzing::evaluate_response(&sent, &resp, &key) {
+        assert_eq!(accepted, sent.len());
+    }
+}

@@ -4,19 +4,31 @@
 //!
 //! * **The prefix plan.** Numbers are asked for by `j`-bit prefixes of
 //!   their bucket values ([`prefix_bits`]: the caller's `j`, default
-//!   `min(k, 14)`, never below the server's floor). When the prefixes would
-//!   cover half the index or more, the whole index is fetched instead (`j =
+//!   `min(k, 14)`). A server floor above what the caller allows is refused
+//!   before anything is sent ([`ClientError::PrefixBitsRefused`]): `j` is
+//!   never raised silently. When the prefixes would cover half the index or
+//!   more and the server allows it, the whole index is fetched instead (`j =
 //!   0`): about the same bytes, and the server learns nothing. Requests carry
 //!   up to [`PREFIXES_PER_REQUEST`] prefixes; a server with a lower limit
 //!   answers OUT_OF_RANGE and the request size is halved.
 //! * **Trust.** The index id must commit to the advertised key, layout and
-//!   bucket root ([`check_layout`]). A GetBuckets answer must hold exactly
-//!   the buckets asked for, each once; every payload must be exactly
-//!   `payload_len` bytes, its Merkle proof must lead to the bucket root
-//!   ([`verify_bucket`], docs/PROTOCOL.md §6), and it must decode strictly
-//!   with the index's fingerprint width and exactly [`max_entries`] entries
+//!   bucket root, and the layout must be one an honest build makes
+//!   ([`check_layout`]: `f` and `P` as §4 derives them, `P` at most the
+//!   entry count, `payload_len` at most what `P` Golomb-coded entries can
+//!   take). A GetBuckets answer is checked chunk by chunk as it streams: the
+//!   first bucket not asked for, sent twice, or past the end of the answer
+//!   stops the call. Every payload must be exactly `payload_len` bytes, its
+//!   Merkle proof must lead to the bucket root ([`verify_bucket`],
+//!   docs/PROTOCOL.md §6), its Golomb parameter must be the one §4 derives
+//!   (so every code takes about 32 bits and the decoded fingerprints take
+//!   at most twice the bytes received), and it must decode strictly with the
+//!   index's fingerprint width and exactly `bucket_entries` entries
 //!   ([`Payload::decode_expecting`]). Anything else is
 //!   [`ClientError::BadBucket`]: a doubt never becomes "not found".
+//! * **Memory.** No size is taken from a peer's claim: a message above one
+//!   honest chunk is refused by the transport, a chunk is checked and
+//!   decoded before the next is read, and of a download only the buckets
+//!   the numbers need (plus what fits the memory budget) are kept.
 //! * **The disk cache.** `<cache_dir>/<hex index id>/<bucket:08x>.bin` holds
 //!   a payload as the server sent it followed by its Merkle proof, written
 //!   under a temporary name and renamed. It is checked exactly like an
@@ -34,8 +46,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use breachcheck_proto::pb::{BucketChunk, IndexInfo};
 use breachcheck_proto::{
-    IndexLayout, MAX_BUCKET_BITS, MERKLE_HASH_LEN, Output, PAYLOAD_HEADER_LEN, Payload,
-    PhoneNumber, bucket_value, buckets_under_prefix, top_bits, verify_bucket,
+    IndexLayout, MAX_BUCKET_BITS, MAX_LABEL_WIDTH, MERKLE_HASH_LEN, Output, PAYLOAD_HEADER_LEN,
+    Payload, PhoneNumber, bucket_value, buckets_under_prefix, fingerprint_bits_for,
+    golomb_parameter, top_bits, verify_bucket,
 };
 use tonic::Code;
 
@@ -87,19 +100,28 @@ impl Fetched {
 ///
 /// # Errors
 ///
-/// [`ClientError::UnsupportedIndex`] for `f` outside `1..=64`, `k` above
-/// [`MAX_BUCKET_BITS`], payloads shorter than their header or with no entry,
-/// malformed key, root or id, or an index id that is not the commitment to
-/// the rest.
+/// [`ClientError::UnsupportedIndex`] for `k` above [`MAX_BUCKET_BITS`], no
+/// entry per bucket or more than [`MAX_BUCKET_ENTRIES`] or than the index's
+/// entry count, `f` other than `32 + ceil(log2 P)`, payloads shorter than
+/// their header or longer than [`max_payload_len`], malformed key, root or
+/// id, or an index id that is not the commitment to the rest.
 pub(crate) fn check_layout(info: &IndexInfo) -> Result<()> {
     let unsupported = |why: &str| Err(ClientError::UnsupportedIndex(why.into()));
-    if !(1..=64).contains(&info.fingerprint_bits)
-        || info.bucket_bits > MAX_BUCKET_BITS
-        || (info.payload_len as usize) < PAYLOAD_HEADER_LEN
-        || info.bucket_entries == 0
-        || info.bucket_entries > MAX_BUCKET_ENTRIES
-    {
+    let p = info.bucket_entries;
+    if info.bucket_bits > MAX_BUCKET_BITS || p == 0 || p > MAX_BUCKET_ENTRIES {
         return unsupported("bucket layout out of range");
+    }
+    // Every bucket is padded to the largest one, which holds at most every
+    // entry of the index (and at least one, in an empty index).
+    if u64::from(p) > info.entry_count.max(1) {
+        return unsupported("more entries per bucket than in the whole index");
+    }
+    if info.fingerprint_bits != fingerprint_bits_for(p) {
+        return unsupported("fingerprint bits are not 32 + ceil(log2 bucket_entries)");
+    }
+    let len = info.payload_len as usize;
+    if len < PAYLOAD_HEADER_LEN || len as u64 > max_payload_len(p, info.fingerprint_bits) {
+        return unsupported("payload length out of range for the bucket entries");
     }
     let (Ok(public_key), Ok(root), Ok(id)) = (
         <[u8; 32]>::try_from(info.public_key.as_slice()),
@@ -130,13 +152,33 @@ fn bucket_of(number: &PhoneNumber, k: u32) -> u32 {
 }
 
 /// The prefix bits `j` to ask by for `info`'s index: `requested` (default
-/// [`DEFAULT_PREFIX_BITS`]) within `[min(min_prefix_bits, k), k]`.
-pub(crate) fn prefix_bits(requested: Option<u32>, info: &IndexInfo) -> u32 {
+/// [`DEFAULT_PREFIX_BITS`]), at most `allowed` (default: `requested`) and
+/// `k`, raised to the server's floor `min(min_prefix_bits, k)` only when
+/// `allowed` allows it.
+///
+/// # Errors
+///
+/// [`ClientError::PrefixBitsRefused`] when the floor is above `allowed`.
+pub(crate) fn prefix_bits(
+    requested: Option<u32>,
+    allowed: Option<u32>,
+    info: &IndexInfo,
+) -> Result<u32> {
     let k = info.bucket_bits;
-    requested
-        .unwrap_or(DEFAULT_PREFIX_BITS)
-        .min(k)
-        .max(info.min_prefix_bits.min(k))
+    let wish = requested.unwrap_or(DEFAULT_PREFIX_BITS);
+    let allowed = allowed.unwrap_or(wish);
+    let floor = info.min_prefix_bits.min(k);
+    let j = wish.min(allowed).min(k);
+    if floor <= j {
+        Ok(j)
+    } else if floor <= allowed {
+        Ok(floor)
+    } else {
+        Err(ClientError::PrefixBitsRefused {
+            allowed,
+            required: floor,
+        })
+    }
 }
 
 /// The entries every bucket of `info`'s index holds: `bucket_entries`, which
@@ -145,6 +187,26 @@ pub(crate) fn prefix_bits(requested: Option<u32>, info: &IndexInfo) -> u32 {
 /// reserve more memory than an honest message could fill).
 pub(crate) fn max_entries(info: &IndexInfo) -> u32 {
     info.bucket_entries.min(MAX_BUCKET_ENTRIES)
+}
+
+/// The longest payload an honest build writes for `p` entries of `f` bits
+/// (docs/PROTOCOL.md §4): the header, labels of at most
+/// [`MAX_LABEL_WIDTH`] bytes, and the longest Golomb stream of `p` sorted
+/// values below `2^f` with parameter `M = golomb_parameter(p, f)`: the
+/// quotients sum to at most `(2^f - 1) / M`, and each code adds one stop bit
+/// and at most `b = ceil(log2 M)` remainder bits.
+pub(crate) fn max_payload_len(p: u32, f: u32) -> u64 {
+    let m = u128::from(golomb_parameter(p, f).max(1));
+    let top = if f >= 64 {
+        u128::from(u64::MAX)
+    } else {
+        (1u128 << f) - 1
+    };
+    let b = u128::from(128 - (m - 1).leading_zeros()).min(64);
+    let bits = top / m + u128::from(p) * (1 + b);
+    let len =
+        PAYLOAD_HEADER_LEN as u128 + u128::from(p) * MAX_LABEL_WIDTH as u128 + bits.div_ceil(8);
+    u64::try_from(len).unwrap_or(u64::MAX)
 }
 
 /// Which GetBuckets requests fetch a set of missing buckets.
@@ -158,12 +220,14 @@ struct PrefixPlan {
 
 impl PrefixPlan {
     /// The plan for the `missing` buckets of a `k`-bit index, asked by `j`
-    /// bits (`j ≤ k`).
-    fn new(k: u32, j: u32, missing: &BTreeSet<u32>) -> Self {
+    /// bits (`j ≤ k`), from a server whose floor is `floor` (a whole-index
+    /// download is `j = 0`, which only a floor of 0 allows).
+    fn new(k: u32, j: u32, floor: u32, missing: &BTreeSet<u32>) -> Self {
         let shift = k - j.min(k);
         let prefixes: BTreeSet<u32> = missing.iter().map(|&b| b >> shift).collect();
         // Most of the index anyway: fetch it whole, and reveal nothing.
-        if j == 0 || (prefixes.len() as u64) << shift >= (1u64 << k) / 2 {
+        let most = (prefixes.len() as u64) << shift >= (1u64 << k) / 2;
+        if j == 0 || (most && floor == 0) {
             PrefixPlan {
                 j: 0,
                 prefixes: vec![0],
@@ -182,6 +246,23 @@ impl PrefixPlan {
 pub(crate) struct BucketCache {
     dir: Option<PathBuf>,
     memory: Mutex<Memory>,
+}
+
+/// The number of prefix bits of the GetBuckets requests sent: the most
+/// revealing one, `None` while none was sent.
+#[derive(Debug, Default)]
+pub(crate) struct SentBits(Mutex<Option<u32>>);
+
+impl SentBits {
+    fn record(&self, j: u32) {
+        let mut s = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        *s = Some(s.map_or(j, |old| old.max(j)));
+    }
+
+    /// The most prefix bits sent so far.
+    pub(crate) fn get(&self) -> Option<u32> {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// The payloads of one index kept in memory.
@@ -230,27 +311,31 @@ impl BucketCache {
         self.remove_stale(index_id);
     }
 
-    /// The payloads of the buckets of `numbers` in `info`'s index (and,
-    /// after a whole-index download, of every bucket), asking the server by
-    /// `j`-bit prefixes for those neither in memory nor on disk.
+    /// The payloads of the buckets of `numbers` in `info`'s index, asking
+    /// the server by `j`-bit prefixes for those neither in memory nor on
+    /// disk (and recording the `j` sent in `sent`). Of a download, the
+    /// buckets `numbers` need are returned; the others are kept within the
+    /// memory budget, or dropped.
     ///
     /// # Errors
     ///
-    /// [`ClientError::BadBucket`] for a lying or broken answer, an RPC error,
-    /// or [`ClientError::Io`] writing the disk cache.
+    /// [`ClientError::BadBucket`] for a lying or broken answer, an RPC error
+    /// or [`ClientError::Timeout`], or [`ClientError::Io`] writing the disk
+    /// cache.
     pub(crate) async fn fetch(
         &self,
         rpc: &Rpc,
         info: &IndexInfo,
         j: u32,
         numbers: &[PhoneNumber],
+        sent: &SentBits,
     ) -> Result<Fetched> {
         let k = info.bucket_bits;
         let needed: BTreeSet<u32> = numbers.iter().map(|n| bucket_of(n, k)).collect();
         let mut have = self.in_memory(info, &needed);
         let dir = self.index_dir(info);
         let mut missing = BTreeSet::new();
-        for b in needed {
+        for &b in &needed {
             if have.contains_key(&b) {
                 continue;
             }
@@ -264,8 +349,17 @@ impl BucketCache {
             }
         }
         if !missing.is_empty() {
-            let plan = PrefixPlan::new(info.bucket_bits, j, &missing);
-            download(rpc, info, &plan, dir.as_deref(), &mut have).await?;
+            let floor = info.min_prefix_bits.min(k);
+            let plan = PrefixPlan::new(k, j, floor, &missing);
+            sent.record(plan.j);
+            let mut place = |b: u32, p: Payload| {
+                if needed.contains(&b) {
+                    have.insert(b, Arc::new(p));
+                } else {
+                    self.keep_one(info, b, Arc::new(p));
+                }
+            };
+            download(rpc, info, &plan, dir.as_deref(), &mut place).await?;
         }
         self.keep(info, &have);
         Ok(Fetched {
@@ -287,16 +381,21 @@ impl BucketCache {
 
     /// Keeps what fits the memory budget for later chunks.
     fn keep(&self, info: &IndexInfo, have: &Buckets) {
+        for (b, p) in have {
+            self.keep_one(info, *b, p.clone());
+        }
+    }
+
+    /// Keeps bucket `b` of `info`'s index if it fits the memory budget.
+    fn keep_one(&self, info: &IndexInfo, b: u32, p: Arc<Payload>) {
         let mut m = self.lock();
-        if m.index_id != info.index_id {
+        if m.index_id != info.index_id || m.payloads.contains_key(&b) {
             return;
         }
-        for (b, p) in have {
-            let size = p.fingerprints.len() * size_of::<u64>() + p.labels.len();
-            if m.bytes + size <= MEMORY_BUDGET && !m.payloads.contains_key(b) {
-                m.bytes += size;
-                m.payloads.insert(*b, p.clone());
-            }
+        let size = p.fingerprints.len() * size_of::<u64>() + p.labels.len();
+        if m.bytes + size <= MEMORY_BUDGET {
+            m.bytes += size;
+            m.payloads.insert(b, p);
         }
     }
 
@@ -326,14 +425,17 @@ impl BucketCache {
     }
 }
 
-/// Downloads the buckets of `plan` into `have` (and the disk cache).
+/// Downloads the buckets of `plan`, giving each checked, decoded payload to
+/// `place` (and writing it to the disk cache) as it arrives.
 async fn download(
     rpc: &Rpc,
     info: &IndexInfo,
     plan: &PrefixPlan,
     dir: Option<&Path>,
-    have: &mut Buckets,
+    place: &mut impl FnMut(u32, Payload),
 ) -> Result<()> {
+    let proof_len = MERKLE_HASH_LEN * info.bucket_bits as usize;
+    let chunk_bytes = info.payload_len as usize + proof_len;
     let mut per_request = PREFIXES_PER_REQUEST;
     let mut rest: &[u32] = &plan.prefixes;
     while !rest.is_empty() {
@@ -342,10 +444,12 @@ async fn download(
             .iter()
             .flat_map(|&p| buckets_under_prefix(p, plan.j, info.bucket_bits))
             .collect();
-        // One chunk past the expected count is enough to see a lie.
-        let limit = expected.len() + 1;
-        let chunks = match rpc.get_buckets(&info.index_id, plan.j, group, limit).await {
-            Ok(chunks) => chunks,
+        let bytes = (expected.len() as u64).saturating_mul(chunk_bytes as u64);
+        let opened = rpc
+            .get_buckets(&info.index_id, plan.j, group, chunk_bytes, bytes)
+            .await;
+        let mut stream = match opened {
+            Ok(stream) => stream,
             Err(ClientError::Rpc(s)) if s.code() == Code::OutOfRange && per_request > 1 => {
                 per_request /= 2;
                 continue;
@@ -353,42 +457,98 @@ async fn download(
             Err(e) => return Err(e),
         };
         rest = tail;
-        check_answer(&expected, &chunks)?;
-        for chunk in chunks {
+        let mut answer = Answer::new(expected);
+        loop {
+            let chunk = match stream.next().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                // Above the cap of one honest chunk: the transport refused
+                // it before reading it whole.
+                Err(ClientError::Rpc(s)) if s.code() == Code::OutOfRange => {
+                    return Err(bad(
+                        answer.next_missing(),
+                        "the server sent a message larger than a bucket of this index can be",
+                    ));
+                }
+                Err(e) => return Err(e),
+            };
+            answer.accept(&chunk)?;
             let p = decode(chunk.bucket, &chunk.payload, &chunk.bucket_proof, info)?;
             if let Some(dir) = dir {
                 write_cached(dir, chunk.bucket, &chunk.payload, &chunk.bucket_proof)?;
             }
-            have.insert(chunk.bucket, Arc::new(p));
+            place(chunk.bucket, p);
         }
+        answer.finish()?;
     }
     Ok(())
 }
 
-/// A GetBuckets answer must hold exactly the `expected` buckets, each once.
-fn check_answer(expected: &BTreeSet<u32>, chunks: &[BucketChunk]) -> Result<()> {
-    let mut seen = BTreeSet::new();
-    for c in chunks {
-        if !expected.contains(&c.bucket) {
-            return Err(bad(
-                c.bucket,
-                "the server sent a bucket that was not asked for",
-            ));
-        }
-        if !seen.insert(c.bucket) {
-            return Err(bad(c.bucket, "the server sent this bucket twice"));
+/// [`Answer`] over the bucket numbers `sent`, for the fuzz targets.
+pub(crate) fn check_bucket_numbers(expected: BTreeSet<u32>, sent: &[u32]) -> Result<()> {
+    let mut a = Answer::new(expected);
+    for &b in sent {
+        a.accept(&BucketChunk {
+            bucket: b,
+            ..BucketChunk::default()
+        })?;
+    }
+    a.finish()
+}
+
+/// The buckets a GetBuckets answer must hold, checked chunk by chunk: each
+/// asked for, and each once (so a surplus chunk is refused as soon as it
+/// comes, whatever the server keeps sending).
+#[derive(Debug)]
+struct Answer {
+    expected: BTreeSet<u32>,
+    seen: BTreeSet<u32>,
+}
+
+impl Answer {
+    fn new(expected: BTreeSet<u32>) -> Self {
+        Answer {
+            expected,
+            seen: BTreeSet::new(),
         }
     }
-    match expected.difference(&seen).next() {
-        Some(&b) => Err(bad(b, "the server did not send it")),
-        None => Ok(()),
+
+    /// Accepts the chunk of a bucket asked for and not yet sent.
+    fn accept(&mut self, chunk: &BucketChunk) -> Result<()> {
+        let b = chunk.bucket;
+        if !self.expected.contains(&b) {
+            return Err(bad(b, "the server sent a bucket that was not asked for"));
+        }
+        if !self.seen.insert(b) {
+            return Err(bad(b, "the server sent this bucket twice"));
+        }
+        Ok(())
+    }
+
+    /// The first bucket asked for and not yet sent (the last one asked when
+    /// all were).
+    fn next_missing(&self) -> u32 {
+        let mut missing = self.expected.difference(&self.seen);
+        missing
+            .next()
+            .or_else(|| self.expected.last())
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// At the end of the answer: every bucket asked for was sent.
+    fn finish(&self) -> Result<()> {
+        match self.expected.difference(&self.seen).next() {
+            Some(&b) => Err(bad(b, "the server did not send it")),
+            None => Ok(()),
+        }
     }
 }
 
 /// Checks the payload of `bucket` against `info`'s bucket root with its
 /// Merkle `proof` (before anything is allocated for it), then decodes it with
 /// `info`'s shape.
-fn decode(bucket: u32, bytes: &[u8], proof: &[u8], info: &IndexInfo) -> Result<Payload> {
+pub(crate) fn decode(bucket: u32, bytes: &[u8], proof: &[u8], info: &IndexInfo) -> Result<Payload> {
     if bytes.len() != info.payload_len as usize {
         return Err(bad(bucket, "the payload is not the index's payload length"));
     }
@@ -397,6 +557,19 @@ fn decode(bucket: u32, bytes: &[u8], proof: &[u8], info: &IndexInfo) -> Result<P
         return Err(bad(
             bucket,
             "the payload is not the one the index id names (its Merkle proof fails)",
+        ));
+    }
+    // The Golomb parameter is the one §4 derives from P and f: every code
+    // then takes about 32 bits, so the fingerprints decoded from `bytes`
+    // take at most about twice as many bytes.
+    let m = bytes
+        .get(8..PAYLOAD_HEADER_LEN)
+        .and_then(|m| <[u8; 8]>::try_from(m).ok())
+        .map(u64::from_le_bytes);
+    if m != Some(golomb_parameter(info.bucket_entries, info.fingerprint_bits)) {
+        return Err(bad(
+            bucket,
+            "the payload's Golomb parameter is not the index's",
         ));
     }
     let p = Payload::decode_expecting(bytes, info.fingerprint_bits, max_entries(info)).map_err(
@@ -470,7 +643,7 @@ mod tests {
 
     #[test]
     fn few_buckets_are_asked_by_prefix() {
-        let plan = PrefixPlan::new(8, 4, &BTreeSet::from([0x12, 0x13, 0xA0]));
+        let plan = PrefixPlan::new(8, 4, 0, &BTreeSet::from([0x12, 0x13, 0xA0]));
         assert_eq!(plan.j, 4);
         assert_eq!(plan.prefixes, [0x1, 0xA]);
     }
@@ -478,20 +651,47 @@ mod tests {
     #[test]
     fn half_the_index_or_more_is_fetched_whole() {
         let missing: BTreeSet<u32> = (0..8).map(|p| p << 4).collect();
-        assert_eq!(PrefixPlan::new(8, 4, &missing).prefixes, [0]);
-        assert_eq!(PrefixPlan::new(8, 4, &missing).j, 0);
-        assert_eq!(PrefixPlan::new(8, 0, &BTreeSet::from([3])).j, 0);
+        assert_eq!(PrefixPlan::new(8, 4, 0, &missing).prefixes, [0]);
+        assert_eq!(PrefixPlan::new(8, 4, 0, &missing).j, 0);
+        assert_eq!(PrefixPlan::new(8, 0, 0, &BTreeSet::from([3])).j, 0);
     }
 
     #[test]
-    fn prefix_bits_stay_within_the_floor_and_k() {
+    fn a_server_floor_forbids_the_whole_index_download() {
+        let missing: BTreeSet<u32> = (0..8).map(|p| p << 4).collect();
+        let plan = PrefixPlan::new(8, 4, 4, &missing);
+        assert_eq!(plan.j, 4);
+        assert_eq!(plan.prefixes, (0..8).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn prefix_bits_are_never_raised_beyond_what_is_allowed() {
         let mut i = info(10, 1000);
-        assert_eq!(prefix_bits(None, &i), 10);
-        assert_eq!(prefix_bits(Some(3), &i), 3);
+        assert_eq!(prefix_bits(None, None, &i).ok(), Some(10));
+        assert_eq!(prefix_bits(Some(3), None, &i).ok(), Some(3));
+        assert_eq!(prefix_bits(Some(8), Some(6), &i).ok(), Some(6));
         i.min_prefix_bits = 5;
-        assert_eq!(prefix_bits(Some(0), &i), 5);
+        let r = prefix_bits(Some(0), None, &i);
+        assert!(
+            matches!(
+                r,
+                Err(ClientError::PrefixBitsRefused {
+                    allowed: 0,
+                    required: 5
+                })
+            ),
+            "{r:?}"
+        );
+        assert_eq!(prefix_bits(Some(0), Some(5), &i).ok(), Some(5));
+        assert_eq!(prefix_bits(Some(0), Some(9), &i).ok(), Some(5));
+        // A floor above k is k: the whole index is every bucket anyway.
         i.min_prefix_bits = 12;
-        assert_eq!(prefix_bits(Some(0), &i), 10);
+        assert_eq!(prefix_bits(Some(0), Some(10), &i).ok(), Some(10));
+        // The default j is 14, so is the default allowance.
+        let mut big = info(20, 1 << 30);
+        big.min_prefix_bits = 16;
+        assert!(prefix_bits(None, None, &big).is_err());
+        assert_eq!(prefix_bits(None, Some(16), &big).ok(), Some(16));
     }
 
     #[test]
@@ -501,25 +701,56 @@ mod tests {
         assert_eq!(max_entries(&info(0, u64::MAX)), MAX_BUCKET_ENTRIES);
     }
 
+    /// An honest build's payloads fit the bound, which is about 34 bits per
+    /// entry plus the labels.
     #[test]
-    fn an_index_id_that_does_not_commit_to_the_layout_is_refused() {
+    fn honest_payloads_fit_the_length_bound() {
+        for p in [1u32, 2, 3, 100, 4096, 12_345, 1 << 20] {
+            let f = fingerprint_bits_for(p);
+            // The worst honest stream: every value at the top.
+            let fps = vec![(1u64 << f.min(63)) - 1; p as usize];
+            let labels = vec![0u8; p as usize * MAX_LABEL_WIDTH];
+            let bytes =
+                breachcheck_proto::encode_payload(&fps, &labels, 4, f, 0).unwrap_or_default();
+            assert!(!bytes.is_empty());
+            let bound = max_payload_len(p, f);
+            assert!(
+                bytes.len() as u64 <= bound,
+                "{p}: {} > {bound}",
+                bytes.len()
+            );
+            assert!(bound <= 16 + u64::from(p) * (4 + 5) + 16, "{p}: {bound}");
+        }
+    }
+
+    fn committed(mut i: IndexInfo) -> IndexInfo {
         let layout = IndexLayout {
             public_key: [7; 32],
-            bucket_bits: 4,
-            fingerprint_bits: 44,
-            bucket_entries: 100,
-            payload_len: 600,
+            bucket_bits: i.bucket_bits,
+            fingerprint_bits: i.fingerprint_bits,
+            bucket_entries: i.bucket_entries,
+            payload_len: i.payload_len,
         };
-        let mut i = IndexInfo {
-            public_key: vec![7; 32],
+        i.public_key = vec![7; 32];
+        i.bucket_root = vec![9; 32];
+        i.index_id = layout.index_id(&[9; 32]).to_vec();
+        i
+    }
+
+    fn honest_info() -> IndexInfo {
+        committed(IndexInfo {
             bucket_bits: 4,
-            fingerprint_bits: 44,
+            fingerprint_bits: 39,
             bucket_entries: 100,
+            entry_count: 1000,
             payload_len: 600,
-            bucket_root: vec![9; 32],
-            index_id: layout.index_id(&[9; 32]).to_vec(),
             ..IndexInfo::default()
-        };
+        })
+    }
+
+    #[test]
+    fn an_index_id_that_does_not_commit_to_the_layout_is_refused() {
+        let mut i = honest_info();
         assert!(check_layout(&i).is_ok());
         i.bucket_entries = 101;
         assert!(matches!(
@@ -533,6 +764,36 @@ mod tests {
         assert!(check_layout(&i).is_err());
     }
 
+    /// A consistent liar commits to any layout it likes; the layout itself
+    /// must still be one an honest build makes.
+    #[test]
+    fn a_committed_but_impossible_layout_is_refused() {
+        let ok = honest_info();
+        type Lie = fn(&mut IndexInfo);
+        let cases: [(&str, Lie); 5] = [
+            ("more per bucket than in the index", |i| i.entry_count = 99),
+            ("f not derived from P", |i| i.fingerprint_bits = 64),
+            ("payload longer than P entries take", |i| {
+                i.payload_len = 16 << 20
+            }),
+            ("payload shorter than a header", |i| i.payload_len = 15),
+            ("too many entries", |i| {
+                i.bucket_entries = MAX_BUCKET_ENTRIES + 1;
+                i.entry_count = u64::MAX;
+                i.fingerprint_bits = fingerprint_bits_for(i.bucket_entries);
+            }),
+        ];
+        for (what, lie) in cases {
+            let mut i = ok.clone();
+            lie(&mut i);
+            let i = committed(i);
+            assert!(
+                matches!(check_layout(&i), Err(ClientError::UnsupportedIndex(_))),
+                "{what}"
+            );
+        }
+    }
+
     fn chunk(bucket: u32) -> BucketChunk {
         BucketChunk {
             bucket,
@@ -540,23 +801,53 @@ mod tests {
         }
     }
 
+    /// Each chunk is judged as it comes: the first one too many stops the
+    /// answer.
     #[test]
     fn an_answer_must_be_exactly_the_buckets_asked() {
         let expected = BTreeSet::from([4, 5, 6, 7]);
-        let ok: Vec<BucketChunk> = (4..8).map(chunk).collect();
-        assert!(check_answer(&expected, &ok).is_ok());
+        let mut ok = Answer::new(expected.clone());
+        for b in 4..8 {
+            assert!(ok.accept(&chunk(b)).is_ok());
+        }
+        assert!(ok.finish().is_ok());
         let cases: [(Vec<u32>, u32); 3] = [
             (vec![4, 5, 6], 7),
             (vec![4, 5, 6, 7, 8], 8),
             (vec![4, 5, 5, 6, 7], 5),
         ];
         for (sent, blamed) in cases {
-            let chunks: Vec<BucketChunk> = sent.into_iter().map(chunk).collect();
-            let r = check_answer(&expected, &chunks);
+            let mut a = Answer::new(expected.clone());
+            let r = sent
+                .into_iter()
+                .try_for_each(|b| a.accept(&chunk(b)))
+                .and_then(|()| a.finish());
             assert!(
                 matches!(r, Err(ClientError::BadBucket { bucket, .. }) if bucket == blamed),
                 "{r:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_payload_with_another_golomb_parameter_is_refused_before_decoding() {
+        let f = fingerprint_bits_for(3);
+        let good = breachcheck_proto::encode_payload(&[1, 2, 3], &[], 0, f, 0).unwrap_or_default();
+        let mut i = IndexInfo {
+            bucket_bits: 0,
+            fingerprint_bits: f,
+            bucket_entries: 3,
+            entry_count: 3,
+            payload_len: good.len() as u32,
+            ..IndexInfo::default()
+        };
+        i.bucket_root = breachcheck_proto::leaf_hash(0, &good).to_vec();
+        assert!(decode(0, &good, &[], &i).is_ok());
+        // Every code one bit: M = 1, one payload byte per eight entries.
+        let mut ones = good.clone();
+        ones[8..16].copy_from_slice(&1u64.to_le_bytes());
+        i.bucket_root = breachcheck_proto::leaf_hash(0, &ones).to_vec();
+        let r = decode(0, &ones, &[], &i);
+        assert!(matches!(r, Err(ClientError::BadBucket { .. })), "{r:?}");
     }
 }

@@ -29,41 +29,54 @@
 //!
 //! One module per protocol step; this file only orchestrates them.
 //!
-//! * `lib.rs`: [`Client`], [`ClientBuilder`], [`CheckResult`], [`BreachRef`];
-//!   [`Client::check`] and [`Client::check_stream`] put the steps together.
+//! * `lib.rs`: [`Client`], [`CheckResult`], [`BreachRef`]; [`Client::check`]
+//!   and [`Client::check_stream`] put the steps together.
+//! * `builder`: [`ClientBuilder`], every setting, and `connect`.
 //! * `evaluate`: blind → Evaluate → response checks → verify the proof → finalize.
 //! * `buckets`: the bucket cache: prefix plan, downloads and their checks, disk cache, memory budget.
-//! * `rpc`: the channel, requests with credentials, retries by status code, status → error.
+//! * `rpc`: the channel, requests with credentials, deadlines and idle
+//!   timeouts, message caps, retries by status code, status → error.
+//! * `pace`: waits for the server's evaluation rate to refill ([`Progress`]).
+//! * `trust`: trust on first use of a server's key (the trust file).
+//! * `display`: text for people: control characters escaped, anonymity sets.
 //! * `task`: tasks whose panic is an error of the check, never a short answer.
 //! * `error`: [`ClientError`], every failure with what to do about it.
+//! * `fuzzing`: the client's checks of untrusted messages, for `fuzz/` only.
 
 mod buckets;
+mod builder;
+mod display;
 mod error;
 mod evaluate;
+#[doc(hidden)]
+pub mod fuzzing;
+mod pace;
 mod rpc;
 mod task;
+mod trust;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
 use breachcheck_proto::pb;
 use breachcheck_proto::{Output, PhoneNumber, Region};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::buckets::BucketCache;
+use crate::buckets::{BucketCache, SentBits};
 use crate::evaluate::{Evaluator, served_key};
+use crate::pace::Pacer;
 use crate::rpc::Rpc;
+use crate::task::Incomplete;
+use crate::trust::{Trust, TrustFile};
 
 pub use buckets::DEFAULT_PREFIX_BITS;
+pub use builder::{ClientBuilder, DEFAULT_MAX_QUOTA_WAIT};
+pub use display::{NUMBERING_PLAN, anonymity_set, escape_controls, human_count};
 pub use error::{ClientError, Result};
+pub use pace::Progress;
 pub use pb::{Breach, IndexInfo};
 
-/// Size of the numbering plan the privacy summary divides: the ~1.7 billion
-/// allocated Chinese mobile numbers.
-pub const NUMBERING_PLAN: f64 = 1.7e9;
 /// Numbers handled per round of the streaming check.
 pub const STREAM_CHUNK: usize = 16_384;
 
@@ -74,7 +87,8 @@ pub struct CheckResult {
     pub input: String,
     /// Its canonical E.164 form, if it parsed.
     pub number: Option<String>,
-    /// Whether it is in the corpus.
+    /// Whether it is in the corpus (`false` for an input that did not
+    /// parse: see `error`).
     pub found: bool,
     /// The breaches it appeared in (empty when not found, or when the index
     /// carries no labels: then see [`Client::info`] for its one breach).
@@ -104,100 +118,6 @@ impl From<&Breach> for BreachRef {
     }
 }
 
-/// Builds a [`Client`].
-#[derive(Debug, Clone)]
-pub struct ClientBuilder {
-    rpc: rpc::Settings,
-    pinned: Option<[u8; 32]>,
-    prefix_bits: Option<u32>,
-    concurrency: usize,
-    /// The default region, or the code that named none.
-    region: std::result::Result<Option<Region>, String>,
-    cache_dir: Option<PathBuf>,
-}
-
-impl ClientBuilder {
-    /// Sends `authorization: Bearer <token>` with every call.
-    pub fn api_key(mut self, token: impl Into<String>) -> Self {
-        self.rpc.api_key = Some(token.into());
-        self
-    }
-
-    /// Trusts this CA (PEM) for TLS instead of the system roots. TLS is on
-    /// for `https://` endpoints.
-    pub fn ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
-        self.rpc.ca_pem = Some(pem.into());
-        self
-    }
-
-    /// Pins the server's public key (32 bytes, SerializeElement). Without a
-    /// pin the first key seen is pinned for the client's lifetime.
-    pub fn pin_key(mut self, key: [u8; 32]) -> Self {
-        self.pinned = Some(key);
-        self
-    }
-
-    /// Prefix bits `j` to ask buckets by (default `min(k, 14)`; 0 downloads
-    /// the whole index and leaks nothing).
-    pub fn prefix_bits(mut self, j: u32) -> Self {
-        self.prefix_bits = Some(j);
-        self
-    }
-
-    /// Evaluate batches in flight at once (default 4).
-    pub fn concurrency(mut self, n: usize) -> Self {
-        self.concurrency = n.max(1);
-        self
-    }
-
-    /// Per-call timeout (default 60 s).
-    pub fn timeout(mut self, t: Duration) -> Self {
-        self.rpc.timeout = t;
-        self
-    }
-
-    /// Retries of UNAVAILABLE calls, with exponential backoff (default 8, about 9 s).
-    pub fn retries(mut self, n: u32) -> Self {
-        self.rpc.retries = n;
-        self
-    }
-
-    /// Region for numbers without a country code (ISO code, e.g. `CN`).
-    pub fn default_region(mut self, code: &str) -> Self {
-        self.region = Region::parse(code).map(Some).ok_or_else(|| code.to_owned());
-        self
-    }
-
-    /// Keeps downloaded buckets on disk, keyed by index id.
-    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.cache_dir = Some(dir.into());
-        self
-    }
-
-    /// Connects and fetches the index description.
-    ///
-    /// # Errors
-    ///
-    /// [`ClientError::Connect`] if the server cannot be reached, and the
-    /// errors of [`Client::refresh_info`].
-    pub async fn connect(self) -> Result<Client> {
-        let region = self.region.clone().map_err(|code| {
-            ClientError::UnsupportedIndex(format!("unknown default region {code:?}"))
-        })?;
-        let client = Client {
-            inner: Arc::new(Inner {
-                region,
-                rpc: Rpc::connect(&self.rpc).await?,
-                buckets: BucketCache::new(self.cache_dir.clone()),
-                opts: self,
-                state: Mutex::new(State::default()),
-            }),
-        };
-        client.refresh_info().await?;
-        Ok(client)
-    }
-}
-
 /// A connected client. Cheap to clone; clones share the pin and the caches.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -209,6 +129,9 @@ struct Inner {
     region: Option<Region>,
     rpc: Rpc,
     buckets: BucketCache,
+    sent: SentBits,
+    pacer: Arc<Pacer>,
+    trust: Option<TrustFile>,
     opts: ClientBuilder,
     state: Mutex<State>,
 }
@@ -219,20 +142,14 @@ struct Inner {
 struct State {
     info: IndexInfo,
     evaluator: Option<Evaluator>,
+    first_use: bool,
 }
 
 impl Client {
     /// Starts building a client for `endpoint` (`http://host:port` or
     /// `https://host:port`).
     pub fn builder(endpoint: impl Into<String>) -> ClientBuilder {
-        ClientBuilder {
-            rpc: rpc::Settings::new(endpoint.into()),
-            pinned: None,
-            prefix_bits: None,
-            concurrency: 4,
-            region: Ok(None),
-            cache_dir: None,
-        }
+        ClientBuilder::new(endpoint.into())
     }
 
     /// The index description last fetched.
@@ -240,37 +157,84 @@ impl Client {
         self.lock().info.clone()
     }
 
-    /// Fetches `IndexInfo` again and checks its key against the pin.
+    /// Fetches `IndexInfo` again and checks it: the suite, the index id's
+    /// commitment and layout, the pinned index id, the trust file, and the
+    /// key against the pin.
     ///
     /// # Errors
     ///
-    /// [`ClientError::KeyMismatch`] if the key is not the pinned one;
-    /// [`ClientError::UnsupportedIndex`] for another suite or mode.
+    /// [`ClientError::IndexMismatch`] if an index id is pinned and this is
+    /// another; [`ClientError::UnsupportedIndex`] for another suite or mode,
+    /// or a layout or index id that cannot be trusted;
+    /// [`ClientError::TrustedKeyChanged`] or [`ClientError::TrustFile`];
+    /// [`ClientError::KeyMismatch`] if the key is not the pinned one.
     pub async fn refresh_info(&self) -> Result<IndexInfo> {
         let info = self.inner.rpc.index_info().await?;
+        if let Some(pin) = self.inner.opts.pinned_index
+            && info.index_id != pin
+        {
+            return Err(ClientError::IndexMismatch {
+                pinned: hex::encode(pin),
+                served: hex::encode(&info.index_id),
+            });
+        }
         let served = served_key(&info)?;
         buckets::check_layout(&info)?;
+        let first_use = match &self.inner.trust {
+            Some(t) => t.check(self.inner.rpc.server(), &served)? == Trust::FirstUse,
+            None => false,
+        };
         let mut st = self.lock();
         let pinned = st.evaluator.as_ref().map(Evaluator::pinned);
         let pinned = evaluate::pin(pinned.or(self.inner.opts.pinned), served)?;
         let (rpc, n) = (self.inner.rpc.clone(), self.inner.opts.concurrency);
-        st.evaluator = Some(Evaluator::new(rpc, &info, &pinned, n)?);
+        let pacer = self.inner.pacer.clone();
+        st.evaluator = Some(Evaluator::new(rpc, pacer, &info, &pinned, n)?);
         st.info = info.clone();
+        st.first_use |= first_use;
         drop(st);
         self.inner.buckets.use_index(&info.index_id);
         Ok(info)
     }
 
+    /// Whether this client recorded the server's key in its trust file (a
+    /// first use), rather than finding it there.
+    pub fn trusted_on_first_use(&self) -> bool {
+        self.lock().first_use
+    }
+
+    /// The trust file, if the client has one.
+    pub fn trust_file(&self) -> Option<&std::path::Path> {
+        self.inner.trust.as_ref().map(TrustFile::path)
+    }
+
     /// The prefix bits this client asks by, for the current index.
-    pub fn prefix_bits(&self) -> u32 {
-        buckets::prefix_bits(self.inner.opts.prefix_bits, &self.info())
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::PrefixBitsRefused`] when the server's floor is above
+    /// what the client allows ([`ClientBuilder::max_prefix_bits`]).
+    pub fn prefix_bits(&self) -> Result<u32> {
+        let o = &self.inner.opts;
+        buckets::prefix_bits(o.prefix_bits, o.max_prefix_bits, &self.info())
+    }
+
+    /// The most prefix bits this client has sent in a GetBuckets request,
+    /// `None` if it sent none (every bucket came from its caches). A whole
+    /// index download is 0: the server learned nothing.
+    pub fn prefix_bits_sent(&self) -> Option<u32> {
+        self.inner.sent.get()
     }
 
     /// What the server learns from a check at the current settings: the
     /// prefix bits and the size of the anonymity set of each number.
-    pub fn privacy_cost(&self) -> (u32, f64) {
-        let j = self.prefix_bits();
-        (j, NUMBERING_PLAN / (1u64 << j) as f64)
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::prefix_bits`].
+    pub fn privacy_cost(&self) -> Result<(u32, f64)> {
+        let j = self.prefix_bits()?;
+        Ok((j, anonymity_set(j)))
     }
 
     /// Checks `numbers`, returning one result per input in input order.
@@ -278,7 +242,9 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// Any [`ClientError`]: a check either answers every number or fails.
+    /// Any [`ClientError`]: a check either answers every number or fails
+    /// ([`Client::check_stream`] also delivers the results obtained before
+    /// a failure).
     pub async fn check<I, S>(&self, numbers: I) -> Result<Vec<CheckResult>>
     where
         I: IntoIterator<Item = S>,
@@ -289,7 +255,8 @@ impl Client {
         for chunk in inputs.chunks(STREAM_CHUNK) {
             // A task of its own: a panic in it is an error, not a lost answer.
             let checked = self.clone().check_chunk(chunk.to_vec());
-            out.extend(task::run("check", checked).await?);
+            let results = task::run("check", checked).await;
+            out.extend(results.map_err(|i: Incomplete<CheckResult>| i.error)?);
         }
         Ok(out)
     }
@@ -297,7 +264,9 @@ impl Client {
     /// Checks a stream of numbers with bounded memory, sending results (in
     /// input order) to the returned channel as each chunk completes. A
     /// failure, a panic included, is the last item before the channel
-    /// closes: the stream never just ends short.
+    /// closes: the stream never just ends short. Before it come the results
+    /// of every input whose evaluation was paid for (those before the first
+    /// number the failure left without an answer).
     pub fn check_stream<I>(&self, numbers: I) -> mpsc::Receiver<Result<CheckResult>>
     where
         I: IntoIterator<Item = String> + Send + 'static,
@@ -310,65 +279,108 @@ impl Client {
     }
 
     /// Checks one chunk of inputs (by value: it runs as a task of its own).
-    async fn check_chunk(self, inputs: Vec<String>) -> Result<Vec<CheckResult>> {
+    /// On a failure, the results of the inputs before the first one left
+    /// without an answer come with the error.
+    async fn check_chunk(
+        self,
+        inputs: Vec<String>,
+    ) -> std::result::Result<Vec<CheckResult>, Incomplete<CheckResult>> {
         let parse = |s: &String| PhoneNumber::parse(s, self.inner.region);
         let parsed: Vec<_> = inputs.iter().map(parse).collect();
-        // Distinct numbers, each evaluated once.
-        let mut distinct: Vec<PhoneNumber> = parsed.iter().filter_map(|p| p.ok()).collect();
-        distinct.sort_unstable();
-        distinct.dedup();
+        // Distinct numbers, each evaluated once, in order of first
+        // appearance: batches follow the input, so the answered part of a
+        // failed chunk is a prefix of it.
+        let mut position = HashMap::new();
+        let mut distinct = Vec::new();
+        for n in parsed.iter().flatten() {
+            position.entry(*n).or_insert_with(|| {
+                distinct.push(*n);
+                distinct.len() - 1
+            });
+        }
+        // Refused here, before anything is sent, if the server's floor is
+        // above what the caller allows.
+        self.prefix_bits()?;
         // After the index was replaced (NOT_FOUND, FAILED_PRECONDITION),
         // refetch IndexInfo and look up once more. Verified outputs survive a
         // replacement under the same (pinned) key: no quota is spent twice.
-        // (No numbers: no RPC either.)
-        let (mut outputs, mut refreshed) = (None, false);
-        let found = loop {
+        let (mut outputs, mut refreshed) = (Vec::new(), false);
+        let (found, error) = loop {
             match self.lookup(&distinct, &mut outputs).await {
                 Err(e) if e.is_stale_index() && !refreshed => refreshed = true,
+                Ok((_, Some(e))) if e.is_stale_index() && !refreshed => refreshed = true,
                 r => break r?,
             }
             self.refresh_info().await?;
         };
-        Ok(inputs
+        let answered = outputs.len();
+        let results = inputs
             .into_iter()
             .zip(parsed)
-            .map(|(input, p)| {
-                let breaches = p.as_ref().ok().and_then(|n| found.get(n));
-                CheckResult {
+            .map_while(|(input, p)| {
+                let n = p.as_ref().ok();
+                if n.is_some_and(|n| position.get(n).is_none_or(|&i| i >= answered)) {
+                    return None;
+                }
+                let breaches = n.and_then(|n| found.get(n));
+                Some(CheckResult {
                     input,
-                    number: p.as_ref().ok().map(|n| n.as_str().to_owned()),
+                    number: n.map(|n| n.as_str().to_owned()),
                     found: breaches.is_some(),
                     breaches: breaches.cloned().unwrap_or_default(),
                     error: p.err().map(|e| e.to_string()),
-                }
+                })
             })
-            .collect())
+            .collect();
+        match error {
+            None => Ok(results),
+            Some(error) => Err(Incomplete {
+                done: results,
+                error,
+            }),
+        }
     }
 
-    /// Evaluates `numbers` (unless `outputs` has them) while fetching their
-    /// buckets, then looks each up: the found ones, with their breaches.
+    /// Evaluates the `numbers` that `outputs` lacks while fetching their
+    /// buckets, then looks up those with outputs: the found ones, with their
+    /// breaches, and the error that left the others without an output.
     async fn lookup(
         &self,
         numbers: &[PhoneNumber],
-        outputs: &mut Option<Vec<Output>>,
-    ) -> Result<Found> {
+        outputs: &mut Vec<Output>,
+    ) -> Result<(Found, Option<ClientError>)> {
         let (info, evaluator) = {
             let st = self.lock();
             let no_pin = || ClientError::UnsupportedIndex("no pinned key".into());
             (st.info.clone(), st.evaluator.clone().ok_or_else(no_pin)?)
         };
-        let j = buckets::prefix_bits(self.inner.opts.prefix_bits, &info);
-        let (evaluated, fetched) = tokio::join!(
-            async {
-                match outputs.take() {
-                    Some(o) => Ok(o),
-                    None => evaluator.evaluate(numbers).await,
+        let j = self.prefix_bits()?;
+        let rest = &numbers[outputs.len().min(numbers.len())..];
+        let evaluating = evaluator.evaluate(rest);
+        let fetching =
+            (self.inner.buckets).fetch(&self.inner.rpc, &info, j, numbers, &self.inner.sent);
+        tokio::pin!(evaluating, fetching);
+        // Whichever fails first for good ends the lookup early; an
+        // evaluation that answered part of the numbers still needs the
+        // buckets of that part.
+        let (evaluated, fetched) = tokio::select! {
+            e = &mut evaluating => {
+                if e.outputs.is_empty() && e.error.is_some() {
+                    (e, None)
+                } else {
+                    (e, Some(fetching.await))
                 }
+            }
+            f = &mut fetching => match f {
+                Err(err) => return Err(err),
+                ok => (evaluating.await, Some(ok)),
             },
-            self.inner.buckets.fetch(&self.inner.rpc, &info, j, numbers)
-        );
+        };
         // Keep the outputs even when the buckets failed: a retry reuses them.
-        let outputs = outputs.insert(evaluated?);
+        outputs.extend(evaluated.outputs);
+        let Some(fetched) = fetched else {
+            return Ok((Found::new(), evaluated.error));
+        };
         let fetched = fetched?;
         let mut found = HashMap::new();
         for (n, out) in numbers.iter().zip(outputs.iter()) {
@@ -376,7 +388,7 @@ impl Client {
                 found.insert(*n, breach_refs(&info, mask));
             }
         }
-        Ok(found)
+        Ok((found, evaluated.error))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -3,13 +3,20 @@
 //! Exit codes: 0 none of the numbers was found, 1 at least one was found,
 //! 2 an error (nothing is reported as "not found" when in doubt).
 
-use std::io::{BufRead, BufWriter, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
-use breachcheck_client::{CheckResult, Client, ClientBuilder};
-use clap::{Parser, Subcommand, ValueEnum};
+use breachcheck_client::{Client, ClientBuilder, Progress, escape_controls};
+use breachcheck_proto::TextReader;
+use clap::{Parser, Subcommand};
+
+#[path = "cli/output.rs"]
+mod output;
+
+use output::Format;
 
 #[derive(Parser)]
 #[command(
@@ -37,9 +44,24 @@ struct Conn {
     /// Pin the server's public key (64 hex digits); a different key is an error.
     #[arg(long)]
     pin_key: Option<String>,
+    /// Pin the index id (64 hex digits): the key, the layout and every
+    /// bucket; a different index is an error.
+    #[arg(long)]
+    pin_index: Option<String>,
+    /// Remember the first key each server shows in this file and refuse a
+    /// changed one (like ssh's known_hosts). Default with --cache-dir:
+    /// CACHE_DIR/known_keys.
+    #[arg(long, env = "BREACHCHECK_TRUST_FILE")]
+    trust_file: Option<PathBuf>,
     /// CA certificate (PEM) to trust for https:// servers.
     #[arg(long)]
     ca_cert: Option<PathBuf>,
+    /// Seconds a call may take (a bucket download: plus its bytes at 2 Mbit/s).
+    #[arg(long, default_value_t = 60.0)]
+    timeout: f64,
+    /// Seconds of silence from the server within a call before giving up.
+    #[arg(long, default_value_t = 30.0)]
+    idle_timeout: f64,
 }
 
 #[derive(Subcommand)]
@@ -48,7 +70,8 @@ enum Cmd {
     Check {
         /// Numbers to check.
         numbers: Vec<String>,
-        /// Read numbers from a file, one per line (`-` for stdin).
+        /// Read numbers from a file, one per line (`-` for stdin); UTF-8
+        /// (with or without a byte-order mark) or UTF-16.
         #[arg(long)]
         file: Option<PathBuf>,
         #[command(flatten)]
@@ -63,12 +86,21 @@ enum Cmd {
         /// whole index and reveals nothing).
         #[arg(long)]
         prefix_bits: Option<u32>,
+        /// The most prefix bits to send if the server requires more than
+        /// --prefix-bits (default: --prefix-bits, else 14). A server whose
+        /// floor is higher is refused before anything is sent.
+        #[arg(long)]
+        max_prefix_bits: Option<u32>,
         /// Keep downloaded buckets here, keyed by index id.
         #[arg(long)]
         cache_dir: Option<PathBuf>,
         /// Evaluate batches in flight.
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
+        /// The longest wait, in seconds, for the server's evaluation rate to
+        /// refill; a longer one (a daily cap) is an error.
+        #[arg(long, default_value_t = 120)]
+        max_wait: u64,
     },
     /// Describe the server's index.
     Info {
@@ -80,16 +112,6 @@ enum Cmd {
     },
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Format {
-    /// A human table.
-    Table,
-    /// One JSON object per input.
-    Jsonl,
-    /// CSV with a header.
-    Csv,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let _ = tracing_subscriber::fmt()
@@ -98,6 +120,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, never into a log file.
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -109,21 +133,44 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Server messages are in there: no escape sequences reach the terminal.
+            eprintln!("error: {}", escape_controls(&format!("{e:#}")));
             ExitCode::from(2)
         }
     }
 }
 
-fn builder(conn: &Conn) -> anyhow::Result<ClientBuilder> {
-    let mut b = Client::builder(conn.server.clone());
+fn hex32(s: &str, flag: &str) -> anyhow::Result<[u8; 32]> {
+    let mut v = [0u8; 32];
+    hex::decode_to_slice(s.trim(), &mut v)
+        .with_context(|| format!("{flag} must be 64 hex digits"))?;
+    Ok(v)
+}
+
+fn seconds(s: f64, flag: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(s)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("{flag} must be a positive number of seconds"))
+}
+
+fn builder(conn: &Conn, cache_dir: Option<&PathBuf>) -> anyhow::Result<ClientBuilder> {
+    let mut b = Client::builder(conn.server.clone())
+        .timeout(seconds(conn.timeout, "--timeout")?)
+        .idle_timeout(seconds(conn.idle_timeout, "--idle-timeout")?);
     if let Some(k) = &conn.api_key {
         b = b.api_key(k.clone());
     }
-    if let Some(hexkey) = &conn.pin_key {
-        let mut key = [0u8; 32];
-        hex::decode_to_slice(hexkey.trim(), &mut key).context("--pin-key must be 64 hex digits")?;
-        b = b.pin_key(key);
+    if let Some(k) = &conn.pin_key {
+        b = b.pin_key(hex32(k, "--pin-key")?);
+    }
+    if let Some(id) = &conn.pin_index {
+        b = b.pin_index(hex32(id, "--pin-index")?);
+    }
+    match (&conn.trust_file, cache_dir) {
+        (Some(f), _) => b = b.trust_file(f),
+        (None, Some(d)) => b = b.trust_file(d.join("known_keys")),
+        (None, None) => {}
     }
     if let Some(ca) = &conn.ca_cert {
         b = b.ca_pem(std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?);
@@ -134,7 +181,7 @@ fn builder(conn: &Conn) -> anyhow::Result<ClientBuilder> {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Info { conn, json } => {
-            let client = builder(&conn)?.connect().await?;
+            let client = builder(&conn, None)?.connect().await?;
             let info = client.info();
             let pk = breachcheck_proto::PublicKey::from_bytes(&info.public_key)?;
             if json {
@@ -156,29 +203,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                println!("server           {}", conn.server);
-                println!("entries          {}", info.entry_count);
-                println!(
-                    "public key       {} (fingerprint {})",
-                    hex::encode(&info.public_key),
-                    pk.fingerprint()
-                );
-                println!("index id         {}", hex::encode(&info.index_id));
-                println!("suite            {} (mode {})", info.suite, info.mode);
-                println!("bucket bits k    {}", info.bucket_bits);
-                println!("fingerprint bits {}", info.fingerprint_bits);
-                println!("max batch        {}", info.max_batch);
-                println!("min prefix bits  {}", info.min_prefix_bits);
-                println!("breaches:");
-                for b in &info.breaches {
-                    println!(
-                        "  {:<16} {:<20} {:<10} {}",
-                        b.id,
-                        b.name,
-                        b.date,
-                        b.data_classes.join(", ")
-                    );
-                }
+                output::info_text(&conn.server, &info, &pk.fingerprint());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -189,217 +214,78 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             default_region,
             format,
             prefix_bits,
+            max_prefix_bits,
             cache_dir,
             concurrency,
+            max_wait,
         } => {
-            let mut b = builder(&conn)?
+            let mut b = builder(&conn, cache_dir.as_ref())?
                 .default_region(&default_region)
-                .concurrency(concurrency);
+                .concurrency(concurrency)
+                .max_quota_wait(Duration::from_secs(max_wait))
+                .on_progress(|p| {
+                    if let Progress::QuotaWait { wait } = p {
+                        eprintln!(
+                            "waiting {} s for the server's evaluation rate limit to refill (no quota is lost)",
+                            wait.as_secs().max(1)
+                        );
+                    }
+                });
             if let Some(j) = prefix_bits {
                 b = b.prefix_bits(j);
+            }
+            if let Some(j) = max_prefix_bits {
+                b = b.max_prefix_bits(j);
             }
             if let Some(d) = cache_dir {
                 b = b.cache_dir(d);
             }
             let client = b.connect().await?;
-            let mut inputs: Vec<String> = numbers;
-            let total_hint;
-            let source: Box<dyn Iterator<Item = String> + Send> = match file {
-                Some(path) => {
-                    let reader: Box<dyn BufRead + Send> = if path.as_os_str() == "-" {
-                        Box::new(std::io::BufReader::new(std::io::stdin()))
-                    } else {
-                        Box::new(std::io::BufReader::new(
-                            std::fs::File::open(&path)
-                                .with_context(|| format!("opening {}", path.display()))?,
-                        ))
-                    };
-                    total_hint = None;
-                    let args = std::mem::take(&mut inputs);
-                    Box::new(args.into_iter().chain(reader.split(b'\n').map(move |line| {
-                        match line {
-                            // Bytes that are not UTF-8 still make a row (an
-                            // invalid one), so line numbers stay right.
-                            Ok(bytes) => String::from_utf8_lossy(&bytes)
-                                .trim_end_matches('\r')
-                                .to_owned(),
-                            Err(e) => {
-                                eprintln!("error: reading {}: {e}", path.display());
-                                std::process::exit(2);
-                            }
-                        }
-                    })))
-                }
-                None => {
-                    if inputs.is_empty() {
-                        anyhow::bail!("no numbers: give them as arguments or with --file");
-                    }
-                    total_hint = Some(inputs.len() as u64);
-                    Box::new(std::mem::take(&mut inputs).into_iter())
-                }
-            };
-            check(client, source, format, total_hint).await
+            // Refused now, before any number is read or sent, if the
+            // server's floor is above what the user allows.
+            client.prefix_bits()?;
+            let (source, total) = numbers_source(numbers, file)?;
+            output::check(client, source, format, total).await
         }
     }
 }
 
-async fn check(
-    client: Client,
-    source: Box<dyn Iterator<Item = String> + Send>,
-    format: Format,
-    total: Option<u64>,
-) -> anyhow::Result<ExitCode> {
-    let bar = (std::io::stderr().is_terminal()).then(|| {
-        let bar = match total {
-            Some(t) => indicatif::ProgressBar::new(t),
-            None => indicatif::ProgressBar::new_spinner(),
-        };
-        if let Ok(s) =
-            indicatif::ProgressStyle::with_template("{spinner} {pos} checked {per_sec} {elapsed}")
-        {
-            bar.set_style(s);
+/// The numbers to check: the arguments, then the lines of `file` (if any),
+/// read by the same line reader as the index build (BOM, UTF-16, line cap).
+#[allow(clippy::type_complexity)]
+fn numbers_source(
+    numbers: Vec<String>,
+    file: Option<PathBuf>,
+) -> anyhow::Result<(Box<dyn Iterator<Item = String> + Send>, Option<u64>)> {
+    let Some(path) = file else {
+        if numbers.is_empty() {
+            anyhow::bail!("no numbers: give them as arguments or with --file");
         }
-        bar
-    });
-    let mut rx = client.check_stream(source);
-    let stdout = std::io::stdout();
-    let mut out = BufWriter::new(stdout.lock());
-    let (mut checked, mut found, mut invalid) = (0u64, 0u64, 0u64);
-    let mut invalid_lines: Vec<(u64, String)> = Vec::new();
-    if format == Format::Csv {
-        writeln!(out, "input,number,found,breaches,error")?;
-    }
-    if format == Format::Table {
-        writeln!(
-            out,
-            "{:<6} {:<24} {:<16} {:<9} breaches / error",
-            "line", "input", "number", "result"
-        )?;
-    }
-    while let Some(r) = rx.recv().await {
-        let r = r?;
-        checked += 1;
-        if r.found {
-            found += 1;
-        }
-        if r.error.is_some() {
-            invalid += 1;
-            if invalid_lines.len() < 10 {
-                invalid_lines.push((checked, r.error.clone().unwrap_or_default()));
+        let total = Some(numbers.len() as u64);
+        return Ok((Box::new(numbers.into_iter()), total));
+    };
+    let reader: Box<dyn BufRead + Send> = if path.as_os_str() == "-" {
+        Box::new(std::io::BufReader::new(std::io::stdin()))
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?,
+        ))
+    };
+    let lines = TextReader::new(reader)
+        .split(b'\n')
+        .map(move |line| match line {
+            // Bytes that are not UTF-8 still make a row (an invalid one), so
+            // line numbers stay right.
+            Ok(bytes) => String::from_utf8_lossy(&bytes)
+                .trim_end_matches('\r')
+                .to_owned(),
+            Err(e) => {
+                eprintln!(
+                    "error: reading {}: {e}",
+                    escape_controls(&path.display().to_string())
+                );
+                std::process::exit(2);
             }
-        }
-        write_result(&mut out, format, checked, &r)?;
-        if let Some(b) = &bar
-            && checked % 1024 == 0
-        {
-            b.set_position(checked);
-        }
-    }
-    out.flush()?;
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
-    let (j, candidates) = client.privacy_cost();
-    eprintln!(
-        "checked {checked}, found {found}, not found {}, invalid {invalid}",
-        checked - found - invalid
-    );
-    for (line, why) in &invalid_lines {
-        eprintln!("  invalid number on line {line}: {why}");
-    }
-    if j == 0 {
-        eprintln!(
-            "privacy: the whole index was downloaded; the server learned nothing about which numbers were checked"
-        );
-    } else {
-        eprintln!(
-            "privacy: the server learned {j} bits of a hash of each number: about {} candidates each",
-            human(candidates)
-        );
-    }
-    Ok(if found > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
-}
-
-fn human(x: f64) -> String {
-    if x >= 1e9 {
-        format!("{:.1} billion", x / 1e9)
-    } else if x >= 1e6 {
-        format!("{:.1} million", x / 1e6)
-    } else {
-        format!("{x:.0}")
-    }
-}
-
-fn write_result(
-    out: &mut impl Write,
-    format: Format,
-    line: u64,
-    r: &CheckResult,
-) -> std::io::Result<()> {
-    let breach_ids: Vec<&str> = r.breaches.iter().map(|b| b.id.as_str()).collect();
-    match format {
-        Format::Jsonl => {
-            // A struct, not `json!`, so the keys keep the documented order.
-            #[derive(serde::Serialize)]
-            struct Row<'a> {
-                input: &'a str,
-                number: Option<&'a str>,
-                found: bool,
-                breaches: &'a [&'a str],
-                error: Option<&'a str>,
-            }
-            let row = Row {
-                input: &r.input,
-                number: r.number.as_deref(),
-                found: r.found,
-                breaches: &breach_ids,
-                error: r.error.as_deref(),
-            };
-            let line = serde_json::to_string(&row).map_err(std::io::Error::other)?;
-            writeln!(out, "{line}")
-        }
-        Format::Csv => writeln!(
-            out,
-            "{},{},{},{},{}",
-            csv_field(&r.input),
-            r.number.as_deref().unwrap_or(""),
-            r.found,
-            csv_field(&breach_ids.join(";")),
-            csv_field(r.error.as_deref().unwrap_or(""))
-        ),
-        Format::Table => {
-            let result = match (&r.error, r.found) {
-                (Some(_), _) => "INVALID",
-                (None, true) => "FOUND",
-                (None, false) => "not found",
-            };
-            let detail = r.error.clone().unwrap_or_else(|| breach_ids.join(", "));
-            writeln!(
-                out,
-                "{line:<6} {:<24} {:<16} {result:<9} {detail}",
-                truncate(&r.input, 24),
-                r.number.as_deref().unwrap_or("-")
-            )
-        }
-    }
-}
-
-fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_owned()
-    } else {
-        s.chars().take(n - 1).chain(std::iter::once('…')).collect()
-    }
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
+        });
+    Ok((Box::new(numbers.into_iter().chain(lines)), None))
 }

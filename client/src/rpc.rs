@@ -9,9 +9,20 @@
 //! source, so a server cannot make the client retry by wording a message.
 //! Likewise the quota's refill time is the `retry-after` metadata of a
 //! RESOURCE_EXHAUSTED status, never parsed out of its prose.
+//!
+//! Every call is bounded twice over (#11). tonic's own timeout covers only
+//! the response headers, so a server that sends them and then stalls would
+//! hold a client forever. Here each call has a deadline for the whole call
+//! (the `timeout`, plus, for GetBuckets, the time the expected bytes take at
+//! [`MIN_RATE`]) and an idle timeout between two messages; either is
+//! [`ClientError::Timeout`], naming the server. And each call accepts
+//! messages only as large as an honest answer to it can be (the caller says
+//! how large), so a server cannot make the client buffer more than it asked
+//! for.
 
 use std::error::Error as _;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use breachcheck_proto::pb::breach_check_client::BreachCheckClient;
@@ -19,9 +30,10 @@ use breachcheck_proto::pb::{
     BucketChunk, EvaluateRequest, EvaluateResponse, GetBucketsRequest, GetIndexInfoRequest,
     IndexInfo,
 };
+use tokio::time::Instant;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
-use tonic::{Code, Request, Status};
+use tonic::{Code, Request, Status, Streaming};
 
 use crate::error::{ClientError, Result};
 
@@ -35,6 +47,17 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The metadata key of the quota's refill time, in integer seconds.
 const RETRY_AFTER: &str = "retry-after";
+/// The slowest download rate a GetBuckets deadline allows for, in bytes per
+/// second (2 Mbit/s): the deadline of a download of `n` bytes is the
+/// timeout plus `n / MIN_RATE` seconds.
+pub(crate) const MIN_RATE: u64 = 256 << 10;
+/// Largest IndexInfo accepted (its breach table is the only variable part).
+const MAX_INFO_BYTES: usize = 4 << 20;
+/// Bytes of an Evaluate response per element: 32, plus protobuf framing.
+const EVALUATED_BYTES: usize = 40;
+/// Protobuf framing and the proof around the elements of a response, and
+/// around the payload and proof of a bucket chunk.
+const FRAMING: usize = 1024;
 
 /// How to reach the server: the connection half of the client's builder.
 #[derive(Clone)]
@@ -45,20 +68,25 @@ pub(crate) struct Settings {
     pub(crate) api_key: Option<String>,
     /// A CA (PEM) trusted instead of the system roots.
     pub(crate) ca_pem: Option<Vec<u8>>,
-    /// Per-call timeout.
+    /// Per-call deadline (GetBuckets: plus the time its bytes take at
+    /// [`MIN_RATE`]).
     pub(crate) timeout: Duration,
+    /// The longest silence between two messages of a call.
+    pub(crate) idle_timeout: Duration,
     /// Retries of a transient failure.
     pub(crate) retries: u32,
 }
 
 impl Settings {
-    /// `endpoint` with no credentials, a 60 s timeout and 8 retries.
+    /// `endpoint` with no credentials, a 60 s timeout, a 30 s idle timeout
+    /// and 8 retries.
     pub(crate) fn new(endpoint: String) -> Self {
         Settings {
             endpoint,
             api_key: None,
             ca_pem: None,
             timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(30),
             retries: 8,
         }
     }
@@ -72,6 +100,7 @@ impl fmt::Debug for Settings {
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))
             .field("timeout", &self.timeout)
+            .field("idle_timeout", &self.idle_timeout)
             .field("retries", &self.retries)
             .finish()
     }
@@ -84,6 +113,9 @@ pub(crate) struct Rpc {
     grpc: BreachCheckClient<Channel>,
     authorization: Option<AsciiMetadataValue>,
     retries: u32,
+    server: Arc<str>,
+    timeout: Duration,
+    idle_timeout: Duration,
 }
 
 impl fmt::Debug for Rpc {
@@ -94,6 +126,9 @@ impl fmt::Debug for Rpc {
                 &self.authorization.as_ref().map(|_| "<redacted>"),
             )
             .field("retries", &self.retries)
+            .field("server", &self.server)
+            .field("timeout", &self.timeout)
+            .field("idle_timeout", &self.idle_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -110,9 +145,10 @@ impl Rpc {
             endpoint: s.endpoint.clone(),
             source,
         };
+        // No transport-level timeout: it would cover only the response
+        // headers. Every call is bounded here instead (module docs).
         let mut ep = Endpoint::from_shared(s.endpoint.clone())
             .map_err(connect_err)?
-            .timeout(s.timeout)
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true);
         if s.endpoint.starts_with("https://") {
@@ -134,7 +170,15 @@ impl Rpc {
             grpc: BreachCheckClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES),
             authorization,
             retries: s.retries,
+            server: s.endpoint.as_str().into(),
+            timeout: s.timeout,
+            idle_timeout: s.idle_timeout.max(Duration::from_millis(1)),
         })
+    }
+
+    /// The endpoint, for messages.
+    pub(crate) fn server(&self) -> &str {
+        &self.server
     }
 
     /// GetIndexInfo.
@@ -143,10 +187,11 @@ impl Rpc {
     ///
     /// The final status of the call, mapped by [`map_status`].
     pub(crate) async fn index_info(&self) -> Result<IndexInfo> {
-        retry(self.retries, || {
-            let mut grpc = self.grpc.clone();
+        self.retry("GetIndexInfo", || {
+            let mut grpc = self.grpc.clone().max_decoding_message_size(MAX_INFO_BYTES);
             let req = self.request(GetIndexInfoRequest {});
-            async move { grpc.get_index_info(req).await.map(|r| r.into_inner()) }
+            let call = async move { grpc.get_index_info(req).await.map(|r| r.into_inner()) };
+            self.unary(call)
         })
         .await
     }
@@ -161,51 +206,89 @@ impl Rpc {
         index_id: &[u8],
         blinded: &[Vec<u8>],
     ) -> Result<EvaluateResponse> {
-        retry(self.retries, || {
-            let mut grpc = self.grpc.clone();
+        // An honest answer is one element per element sent, and the proof.
+        let limit = blinded.len().saturating_mul(EVALUATED_BYTES) + FRAMING;
+        self.retry("Evaluate", || {
+            let mut grpc = self.grpc.clone().max_decoding_message_size(limit);
             let req = self.request(EvaluateRequest {
                 index_id: index_id.to_vec(),
                 blinded_elements: blinded.to_vec(),
             });
-            async move { grpc.evaluate(req).await.map(|r| r.into_inner()) }
+            let call = async move { grpc.evaluate(req).await.map(|r| r.into_inner()) };
+            self.unary(call)
         })
         .await
     }
 
-    /// GetBuckets: the chunks the server streams for `prefixes` of `j` bits,
-    /// as sent (the caller checks them). At most `limit` chunks are read; the
-    /// stream is dropped after that, so a server that streams without end
-    /// cannot fill memory.
+    /// GetBuckets for `prefixes` of `j` bits: the stream of chunks, to be
+    /// read with [`BucketStream::next`] and checked by the caller as they
+    /// come. Opening the call is retried like any call; a stream that breaks
+    /// later is an error (the caller has consumed part of it).
+    /// `chunk_bytes` is the size of an honest chunk's payload and proof (no
+    /// message above it plus framing is accepted), `expected_bytes` the size
+    /// of the whole answer (it extends the deadline at [`MIN_RATE`]).
     ///
     /// # Errors
     ///
-    /// The final status of the call, mapped by [`map_status`].
+    /// The final status of the call, mapped by [`map_status`], or
+    /// [`ClientError::Timeout`].
     pub(crate) async fn get_buckets(
         &self,
         index_id: &[u8],
         j: u32,
         prefixes: &[u32],
-        limit: usize,
-    ) -> Result<Vec<BucketChunk>> {
-        retry(self.retries, || {
-            let mut grpc = self.grpc.clone();
-            let req = self.request(GetBucketsRequest {
-                index_id: index_id.to_vec(),
-                prefix_bits: j,
-                prefixes: prefixes.to_vec(),
-            });
-            async move {
-                let mut stream = grpc.get_buckets(req).await?.into_inner();
-                let mut chunks = Vec::new();
-                while chunks.len() < limit
-                    && let Some(chunk) = stream.message().await?
-                {
-                    chunks.push(chunk);
+        chunk_bytes: usize,
+        expected_bytes: u64,
+    ) -> Result<BucketStream> {
+        let started = Instant::now();
+        let deadline = started + self.timeout + Duration::from_secs(expected_bytes / MIN_RATE);
+        let limit = chunk_bytes.saturating_add(FRAMING);
+        let inner = self
+            .retry("GetBuckets", || {
+                let mut grpc = self.grpc.clone().max_decoding_message_size(limit);
+                let req = self.request(GetBucketsRequest {
+                    index_id: index_id.to_vec(),
+                    prefix_bits: j,
+                    prefixes: prefixes.to_vec(),
+                });
+                async move {
+                    let call = async move { grpc.get_buckets(req).await.map(|r| r.into_inner()) };
+                    match tokio::time::timeout_at(deadline, call).await {
+                        Ok(r) => r,
+                        Err(_) => Err(timed_out(false, started.elapsed())),
+                    }
                 }
-                Ok(chunks)
-            }
+            })
+            .await?;
+        Ok(BucketStream {
+            inner,
+            rpc: self.clone(),
+            started,
+            deadline,
         })
-        .await
+    }
+
+    /// Bounds a unary call by the timeout, headers and body alike.
+    async fn unary<T>(
+        &self,
+        call: impl Future<Output = std::result::Result<T, Status>>,
+    ) -> std::result::Result<T, Status> {
+        let started = Instant::now();
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(r) => r,
+            Err(_) => Err(timed_out(false, started.elapsed())),
+        }
+    }
+
+    /// [`retry`], with the final status mapped for `call`.
+    async fn retry<T, F, Fut>(&self, call: &'static str, f: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::result::Result<T, Status>>,
+    {
+        retry(self.retries, f)
+            .await
+            .map_err(|s| map_status(s, &self.server, call))
     }
 
     /// `msg` with the `authorization` metadata, if the client has a key.
@@ -221,7 +304,7 @@ impl Rpc {
 /// Calls `f` until it succeeds, fails for good, or has been retried
 /// `retries` times; waits [`FIRST_BACKOFF`], doubling up to [`MAX_BACKOFF`],
 /// before each retry of a [transient](is_transient) failure.
-async fn retry<T, F, Fut>(retries: u32, mut f: F) -> Result<T>
+async fn retry<T, F, Fut>(retries: u32, mut f: F) -> std::result::Result<T, Failed>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = std::result::Result<T, Status>>,
@@ -238,15 +321,96 @@ where
                 delay = (delay * 2).min(MAX_BACKOFF);
             }
             Err(s) if is_transient(&s) => {
-                return Err(ClientError::Unavailable {
+                return Err(Failed::Unavailable {
                     attempts: attempt,
-                    message: s.message().to_owned(),
+                    status: s,
                 });
             }
-            Err(s) => return Err(map_status(s)),
+            Err(s) => return Err(Failed::Final(s)),
         }
     }
 }
+
+/// How [`retry`] gave up.
+#[derive(Debug)]
+enum Failed {
+    /// A transient failure, every retry spent.
+    Unavailable { attempts: u32, status: Status },
+    /// A failure a retry cannot fix.
+    Final(Status),
+}
+
+/// The stream of a GetBuckets call, bounded by the call's deadline and the
+/// idle timeout.
+pub(crate) struct BucketStream {
+    inner: Streaming<BucketChunk>,
+    rpc: Rpc,
+    started: Instant,
+    deadline: Instant,
+}
+
+impl fmt::Debug for BucketStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BucketStream")
+            .field("server", &self.rpc.server)
+            .field("started", &self.started)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BucketStream {
+    /// The next chunk, or `None` at the end of the answer.
+    ///
+    /// # Errors
+    ///
+    /// The status that ended the stream, or [`ClientError::Timeout`] when
+    /// nothing came for the idle timeout or the deadline passed.
+    pub(crate) async fn next(&mut self) -> Result<Option<BucketChunk>> {
+        let idle_end = Instant::now() + self.rpc.idle_timeout;
+        let idle = idle_end < self.deadline;
+        let waited_from = Instant::now();
+        let status = match tokio::time::timeout_at(
+            idle_end.min(self.deadline),
+            self.inner.message(),
+        )
+        .await
+        {
+            Ok(Ok(chunk)) => return Ok(chunk),
+            Ok(Err(s)) => s,
+            Err(_) if idle => timed_out(true, waited_from.elapsed()),
+            Err(_) => timed_out(false, self.started.elapsed()),
+        };
+        Err(map_status(
+            Failed::Final(status),
+            &self.rpc.server,
+            "GetBuckets",
+        ))
+    }
+}
+
+/// The client's own timeout, as a status whose source says so (a status the
+/// server sent has no source, so a server cannot fake one).
+fn timed_out(idle: bool, waited: Duration) -> Status {
+    let mut s = Status::deadline_exceeded("client-side timeout");
+    s.set_source(Arc::new(TimedOut { idle, waited }));
+    s
+}
+
+/// The source of a [`timed_out`] status.
+#[derive(Debug)]
+struct TimedOut {
+    idle: bool,
+    waited: Duration,
+}
+
+impl fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "timed out after {:?}", self.waited)
+    }
+}
+
+impl std::error::Error for TimedOut {}
 
 /// Whether a retry can help: UNAVAILABLE, or an UNKNOWN or INTERNAL status
 /// that tonic made here from a broken connection (see the module docs).
@@ -272,8 +436,26 @@ fn from_broken_connection(s: &Status) -> bool {
     false
 }
 
-/// The one mapping of a final status to a [`ClientError`].
-fn map_status(s: Status) -> ClientError {
+/// The one mapping of a final status of `call` to `server` to a
+/// [`ClientError`].
+fn map_status(failed: Failed, server: &str, call: &'static str) -> ClientError {
+    let s = match failed {
+        Failed::Unavailable { attempts, status } => {
+            return ClientError::Unavailable {
+                attempts,
+                message: status.message().to_owned(),
+            };
+        }
+        Failed::Final(s) => s,
+    };
+    if let Some(t) = s.source().and_then(|e| e.downcast_ref::<TimedOut>()) {
+        return ClientError::Timeout {
+            server: server.to_owned(),
+            call,
+            waited: t.waited,
+            idle: t.idle,
+        };
+    }
     match s.code() {
         Code::Unauthenticated => ClientError::Unauthenticated(s.message().to_owned()),
         Code::ResourceExhausted => ClientError::QuotaExhausted {
@@ -299,6 +481,29 @@ mod tests {
 
     use super::*;
 
+    fn final_status(s: Status) -> ClientError {
+        map_status(Failed::Final(s), "http://test", "Evaluate")
+    }
+
+    #[test]
+    fn only_the_clients_own_timeout_is_a_timeout() {
+        let e = final_status(timed_out(true, Duration::from_secs(3)));
+        assert!(
+            matches!(
+                e,
+                ClientError::Timeout {
+                    idle: true,
+                    call: "Evaluate",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("http://test"), "{e}");
+        let e = final_status(Status::deadline_exceeded("client-side timeout"));
+        assert!(matches!(e, ClientError::Rpc(_)), "{e:?}");
+    }
+
     fn exhausted(retry_after: Option<&str>) -> Status {
         let mut s = Status::resource_exhausted("quota exhausted: daily cap; refills in 30 s");
         if let Some(v) = retry_after {
@@ -309,7 +514,7 @@ mod tests {
 
     #[test]
     fn retry_after_is_read_from_metadata() {
-        let e = map_status(exhausted(Some("42")));
+        let e = final_status(exhausted(Some("42")));
         assert!(
             matches!(e, ClientError::QuotaExhausted { retry_after: Some(d), .. } if d == Duration::from_secs(42)),
             "{e:?}"
@@ -318,7 +523,7 @@ mod tests {
 
     #[test]
     fn retry_after_is_not_parsed_from_the_message() {
-        let e = map_status(exhausted(None));
+        let e = final_status(exhausted(None));
         assert!(
             matches!(e, ClientError::QuotaExhausted { retry_after: None, ref message } if message.contains("refills in 30 s")),
             "{e:?}"
@@ -328,7 +533,7 @@ mod tests {
     #[test]
     fn malformed_retry_after_is_none() {
         for v in ["soon", "-1", "1.5", ""] {
-            let e = map_status(exhausted(Some(v)));
+            let e = final_status(exhausted(Some(v)));
             assert!(
                 matches!(
                     e,
@@ -379,7 +584,8 @@ mod tests {
             calls.fetch_add(1, Ordering::Relaxed);
             async { Err(Status::unavailable("down")) }
         })
-        .await;
+        .await
+        .map_err(|f| map_status(f, "s", "Evaluate"));
         assert_eq!(calls.load(Ordering::Relaxed), 3);
         assert!(
             matches!(r, Err(ClientError::Unavailable { attempts: 3, .. })),
@@ -391,7 +597,8 @@ mod tests {
             calls.fetch_add(1, Ordering::Relaxed);
             async { Err(Status::unauthenticated("no key")) }
         })
-        .await;
+        .await
+        .map_err(|f| map_status(f, "s", "Evaluate"));
         assert_eq!(calls.load(Ordering::Relaxed), 1);
         assert!(matches!(r, Err(ClientError::Unauthenticated(_))), "{r:?}");
     }

@@ -9,6 +9,26 @@ use tokio::task::{JoinError, JoinHandle};
 
 use crate::error::{ClientError, Result};
 
+/// A chunk of work that failed part way: what was done before the failure,
+/// and the failure. The done part is delivered before the error, so work
+/// already paid for (quota) is not thrown away.
+#[derive(Debug)]
+pub(crate) struct Incomplete<T> {
+    /// Results obtained before the failure, in order.
+    pub(crate) done: Vec<T>,
+    /// Why the rest has none.
+    pub(crate) error: ClientError,
+}
+
+impl<T> From<ClientError> for Incomplete<T> {
+    fn from(error: ClientError) -> Self {
+        Incomplete {
+            done: Vec::new(),
+            error,
+        }
+    }
+}
+
 /// Runs the CPU-bound or blocking `f` on the blocking pool.
 ///
 /// # Errors
@@ -29,19 +49,24 @@ where
 /// # Errors
 ///
 /// The error of `fut`, or [`ClientError::TaskFailed`] naming `task`.
-pub(crate) async fn run<T, Fut>(task: &'static str, fut: Fut) -> Result<T>
+pub(crate) async fn run<T, E, Fut>(task: &'static str, fut: Fut) -> std::result::Result<T, E>
 where
     T: Send + 'static,
-    Fut: Future<Output = Result<T>> + Send + 'static,
+    E: From<ClientError> + Send + 'static,
+    Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
 {
     let mut handle = AbortOnDrop(tokio::spawn(fut));
-    (&mut handle.0).await.map_err(failed(task))?
+    match (&mut handle.0).await {
+        Ok(r) => r,
+        Err(e) => Err(E::from(failed(task)(e))),
+    }
 }
 
 /// Streams the results of `check` over `items`, `chunk` at a time. The
 /// iterator is pulled on the blocking pool (it may block on a file or
 /// stdin), each chunk is checked by [`run`], and the first failure, a panic
-/// anywhere included, is the last item before the channel closes.
+/// anywhere included, is the last item before the channel closes (after the
+/// results its chunk did obtain).
 pub(crate) fn stream_chunks<It, T, F, Fut>(
     task: &'static str,
     items: It,
@@ -53,7 +78,7 @@ where
     It::Item: Send + 'static,
     T: Send + 'static,
     F: Fn(Vec<It::Item>) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<Vec<T>>> + Send + 'static,
+    Fut: Future<Output = std::result::Result<Vec<T>, Incomplete<T>>> + Send + 'static,
 {
     let chunk = chunk.max(1);
     let (tx, rx) = mpsc::channel(chunk);
@@ -84,8 +109,13 @@ where
                         }
                     }
                 }
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
+                Err(Incomplete { done, error }) => {
+                    for r in done {
+                        if tx.send(Ok(r)).await.is_err() {
+                            return;
+                        }
+                    }
+                    let _ = tx.send(Err(error)).await;
                     return;
                 }
             }
@@ -155,7 +185,15 @@ mod tests {
             matches!(r, Err(ClientError::TaskFailed { task: "check", .. })),
             "{r:?}"
         );
-        assert_eq!(run("check", async { Ok(7) }).await.ok(), Some(7));
+        let r: std::result::Result<(), Incomplete<()>> =
+            run("check", async { panic!("boom") }).await;
+        let r = r.map_err(|i| i.error);
+        assert!(
+            matches!(r, Err(ClientError::TaskFailed { task: "check", .. })),
+            "{r:?}"
+        );
+        let ok: Result<i32> = run("check", async { Ok(7) }).await;
+        assert_eq!(ok.ok(), Some(7));
     }
 
     #[tokio::test]
@@ -164,7 +202,7 @@ mod tests {
         let flag = finished.clone();
         let r = tokio::time::timeout(
             Duration::from_millis(20),
-            run("check", async move {
+            run::<(), ClientError, _>("check", async move {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 flag.store(true, Ordering::SeqCst);
                 Ok(())
@@ -192,6 +230,34 @@ mod tests {
             matches!(got[4], Err(ClientError::TaskFailed { task: "check", .. })),
             "{got:?}"
         );
+    }
+
+    /// A chunk that fails part way delivers what it did, then the error.
+    #[tokio::test]
+    async fn an_incomplete_chunk_delivers_its_done_part_then_the_error() {
+        let mut rx = stream_chunks("check", 0..10, 4, |chunk: Vec<i32>| async move {
+            if chunk.contains(&5) {
+                return Err(Incomplete {
+                    done: vec![4],
+                    error: ClientError::ReflectedElement,
+                });
+            }
+            Ok(chunk)
+        });
+        let mut got = Vec::new();
+        while let Some(r) = rx.recv().await {
+            got.push(r);
+        }
+        let oks: Vec<i32> = got
+            .iter()
+            .filter_map(|r| r.as_ref().ok().copied())
+            .collect();
+        assert_eq!(oks, [0, 1, 2, 3, 4]);
+        assert!(
+            matches!(got.last(), Some(Err(ClientError::ReflectedElement))),
+            "{got:?}"
+        );
+        assert_eq!(got.len(), 6);
     }
 
     #[tokio::test]

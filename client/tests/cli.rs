@@ -274,3 +274,135 @@ fn non_utf8_lines_do_not_end_the_input() {
     assert_eq!(rows[2]["found"], true);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn rows(o: &Output) -> Vec<serde_json::Value> {
+    stdout(o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn check_file(name: &str, bytes: &[u8]) -> Output {
+    let s = server();
+    let dir = std::env::temp_dir().join(format!("breachcheck-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("numbers.txt");
+    std::fs::write(&f, bytes).unwrap();
+    let o = breachcheck(&[
+        "check",
+        "--server",
+        &s.url,
+        "--format",
+        "jsonl",
+        "--file",
+        f.to_str().unwrap(),
+    ]);
+    let _ = std::fs::remove_dir_all(&dir);
+    o
+}
+
+// See: #11
+/// A UTF-8 byte-order mark does not swallow the first number.
+#[test]
+fn a_utf8_bom_does_not_drop_the_first_number() {
+    let o = check_file("bom", b"\xEF\xBB\xBF13800138000\n13900000001\n");
+    let r = rows(&o);
+    assert_eq!(r.len(), 2, "{}", stdout(&o));
+    assert_eq!(r[0]["number"], "+8613800138000");
+    assert_eq!(r[0]["found"], true);
+    assert_eq!(o.status.code(), Some(1));
+}
+
+// See: #11
+/// UTF-16 files (little-endian with a BOM, big-endian without) are read.
+#[test]
+fn utf16_files_are_read() {
+    let text = "13800138000\r\n+1 (415) 555-2671\r\n13900000001\r\n";
+    let mut le = vec![0xFF, 0xFE];
+    le.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
+    let be: Vec<u8> = text.encode_utf16().flat_map(u16::to_be_bytes).collect();
+    for (name, bytes) in [("utf16le", le), ("utf16be", be)] {
+        let o = check_file(name, &bytes);
+        let r = rows(&o);
+        assert_eq!(r.len(), 3, "{name}: {}", stdout(&o));
+        assert_eq!(r[0]["found"], true, "{name}");
+        assert_eq!(r[1]["number"], "+14155552671", "{name}");
+        assert_eq!(r[2]["found"], false, "{name}");
+    }
+}
+
+// See: #11
+/// Zero-width characters, full-width brackets and a written-out trunk
+/// prefix `(0)` are numbers, not invalid rows.
+#[test]
+fn invisible_and_full_width_characters_and_trunk_zero_parse() {
+    let input = "138\u{200B}0013\u{200D}8000\n\
+                 \u{FEFF}+86 138 0013 8000\n\
+                 （86）138 0013 8000\n\
+                 +44 (0)20 7946 0000\n\
+                 +86 (0)10 6552 9988\n";
+    let o = check_file("messy", input.as_bytes());
+    let r = rows(&o);
+    assert_eq!(r.len(), 5, "{}", stdout(&o));
+    for row in &r[..3] {
+        assert_eq!(row["number"], "+8613800138000", "{row}");
+        assert_eq!(row["found"], true, "{row}");
+    }
+    assert_eq!(r[3]["number"], "+442079460000");
+    assert_eq!(r[4]["number"], "+861065529988");
+    assert!(r.iter().all(|row| row["error"].is_null()), "{}", stdout(&o));
+}
+
+// See: #11
+/// An input that is not a number was not checked: `found` is null in JSON
+/// Lines and empty in CSV, never `false`.
+#[test]
+fn found_is_null_for_invalid_inputs() {
+    let s = server();
+    let o = breachcheck(&[
+        "check",
+        "--server",
+        &s.url,
+        "--format",
+        "jsonl",
+        "oops",
+        "13900000001",
+    ]);
+    let r = rows(&o);
+    assert_eq!(r[0]["found"], serde_json::Value::Null);
+    assert_eq!(r[0]["error"], "contains letters");
+    assert_eq!(r[1]["found"], false);
+    let o = breachcheck(&[
+        "check",
+        "--server",
+        &s.url,
+        "--format",
+        "csv",
+        "oops",
+        "13900000001",
+    ]);
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[1], "oops,,,,contains letters");
+    assert_eq!(lines[2], "13900000001,+8613900000001,false,,");
+}
+
+// See: #11
+/// The summary names the key and the index the answers are under, and the
+/// prefix bits actually sent.
+#[test]
+fn the_summary_names_the_key_the_index_and_the_bits_used() {
+    let s = server();
+    let o = breachcheck(&[
+        "check",
+        "--server",
+        &s.url,
+        "--prefix-bits",
+        "2",
+        "13900000001",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("\nkey "), "{err}");
+    assert!(err.contains("\nindex "), "{err}");
+    assert!(err.contains("learned 2 bits"), "{err}");
+}

@@ -19,6 +19,32 @@ pub(crate) const DEMO_LEAKED: &[&str] =
 /// Numbers the demo corpus never contains.
 pub(crate) const DEMO_CLEAN: &[&str] = &["13900139000", "+44 20 7946 0000"];
 
+/// How to run the `breachcheck` CLI: the binary built beside this server
+/// (same cargo profile), quoted for a shell, so trying it costs no second
+/// compile; else the cargo command that builds it.
+fn client_command() -> String {
+    let beside = std::env::current_exe().ok().and_then(|exe| {
+        let cli = exe.with_file_name(format!("breachcheck{}", std::env::consts::EXE_SUFFIX));
+        cli.is_file().then_some(cli)
+    });
+    match beside {
+        Some(path) => shell_quote(&path.display().to_string()),
+        None => "cargo run --release -p breachcheck-client --".to_owned(),
+    }
+}
+
+/// `s` as one shell word.
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@%".contains(c))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
 fn cache_root(dir: Option<PathBuf>) -> PathBuf {
     dir.unwrap_or_else(|| {
         std::env::var_os("XDG_CACHE_HOME")
@@ -147,10 +173,16 @@ pub(crate) async fn run(
     );
     let inputs: Vec<&str> = DEMO_LEAKED.iter().chain(DEMO_CLEAN).copied().collect();
     let results = client.check(&inputs).await?;
-    println!(
-        "self-check (the server saw only blinded elements and a {}-bit prefix of each):",
-        client.prefix_bits()
-    );
+    match client.prefix_bits_sent() {
+        Some(0) | None => {
+            println!(
+                "self-check (the server saw only blinded elements, and the whole index was downloaded):"
+            );
+        }
+        Some(j) => println!(
+            "self-check (the server saw only blinded elements and a {j}-bit prefix of each):"
+        ),
+    }
     let mut ok = true;
     for (r, expect) in results.iter().zip(
         DEMO_LEAKED
@@ -176,10 +208,9 @@ pub(crate) async fn run(
     println!("self-check passed.");
     println!();
     println!("Try it yourself (in another terminal):");
-    println!(
-        "  cargo run --release -p breachcheck-client -- check --server {url} '+86 138 0013 8000' 13900139000"
-    );
-    println!("  cargo run --release -p breachcheck-client -- info --server {url}");
+    let cli = client_command();
+    println!("  {cli} check --server {url} '+86 138 0013 8000' 13900139000");
+    println!("  {cli} info --server {url}");
     if exit_after_check {
         let _ = stop_tx.send(());
     } else {

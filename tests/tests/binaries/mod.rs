@@ -369,7 +369,11 @@ fn demo_runs_to_its_self_check() {
         .arg(dir.path()));
     assert!(out.contains("self-check passed"), "{out}");
     assert!(out.contains("FOUND"));
-    assert!(out.contains("breachcheck-client -- check"));
+    // "Try it yourself" names the CLI already built beside the server, not
+    // a cargo command that would compile it again (#11).
+    let cli = client_bin().display().to_string();
+    assert!(out.contains(&format!("  {cli} check --server ")), "{out}");
+    assert!(!out.contains("cargo run"), "{out}");
     // The second run reuses the cached index.
     let out = run(Command::new(server_bin())
         .args([

@@ -275,3 +275,149 @@ pub fn fixture_service() -> Service {
     let served = Served::load(&f.index, &f.key, false).expect("load");
     Service::new(Arc::new(AppState::new(served, open_config())))
 }
+
+/// What a child process did: its output, its peak resident memory (VmHWM,
+/// KiB, sampled every few milliseconds from /proc) and how long it ran.
+pub struct Measured {
+    pub out: std::process::Output,
+    pub peak_kib: u64,
+    pub wall: std::time::Duration,
+}
+
+impl Measured {
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.out.stdout).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.out.stderr).into_owned()
+    }
+
+    pub fn code(&self) -> Option<i32> {
+        self.out.status.code()
+    }
+}
+
+/// The peak resident set of process `pid` so far, in KiB.
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Runs `cmd` to its end (blocking), measuring its peak memory.
+pub fn run_measured(mut cmd: std::process::Command) -> Measured {
+    use std::io::Read;
+    use std::process::Stdio;
+    let start = std::time::Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let mut so = child.stdout.take().expect("stdout");
+    let mut se = child.stderr.take().expect("stderr");
+    let so = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = so.read_to_end(&mut v);
+        v
+    });
+    let se = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = se.read_to_end(&mut v);
+        v
+    });
+    let mut peak = 0;
+    let status = loop {
+        if let Some(kib) = vm_hwm_kib(pid) {
+            peak = peak.max(kib);
+        }
+        match child.try_wait().expect("wait") {
+            Some(s) => break s,
+            None => std::thread::sleep(std::time::Duration::from_millis(3)),
+        }
+    };
+    let wall = start.elapsed();
+    Measured {
+        out: std::process::Output {
+            status,
+            stdout: so.join().expect("stdout thread"),
+            stderr: se.join().expect("stderr thread"),
+        },
+        peak_kib: peak,
+        wall,
+    }
+}
+
+/// The `breachcheck` CLI with `args`, no environment settings leaking in.
+pub fn cli(args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(binary("breachcheck"));
+    c.args(args)
+        .env_remove("BREACHCHECK_SERVER")
+        .env_remove("BREACHCHECK_API_KEY")
+        .env_remove("BREACHCHECK_TRUST_FILE")
+        .env_remove("RUST_LOG");
+    c
+}
+
+/// Runs the CLI on the blocking pool (the test's runtime serves the server).
+pub async fn run_cli(args: Vec<String>) -> Measured {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_measured(cli(&args))
+    })
+    .await
+    .expect("join")
+}
+
+/// A Golomb bit stream of sorted `values` with parameter `m`, written by
+/// hand from docs/PROTOCOL.md §4 (so a forged payload can pair any count
+/// with any parameter).
+pub fn golomb_stream(values: &[u64], m: u64) -> Vec<u8> {
+    let mut bits: Vec<bool> = Vec::new();
+    let b = if m <= 1 {
+        0
+    } else {
+        64 - (m - 1).leading_zeros()
+    };
+    let u = (1u128 << b) - u128::from(m);
+    let push = |bits: &mut Vec<bool>, v: u128, n: u32| {
+        for i in 0..n {
+            bits.push((v >> i) & 1 == 1);
+        }
+    };
+    let mut prev = 0;
+    for &v in values {
+        let g = v - prev;
+        prev = v;
+        bits.extend(std::iter::repeat_n(false, (g / m) as usize));
+        bits.push(true);
+        if m > 1 {
+            let r = u128::from(g % m);
+            if r < u {
+                push(&mut bits, r, b - 1);
+            } else {
+                let x = r + u;
+                push(&mut bits, x >> 1, b - 1);
+                push(&mut bits, x & 1, 1);
+            }
+        }
+    }
+    let mut out = vec![0u8; bits.len().div_ceil(8)];
+    for (i, bit) in bits.into_iter().enumerate() {
+        if bit {
+            out[i / 8] |= 1 << (i % 8);
+        }
+    }
+    out
+}
+
+/// A payload header (docs/PROTOCOL.md §4) with any fields.
+pub fn payload_header(width: u8, f: u32, count: u32, m: u64) -> Vec<u8> {
+    let mut h = vec![1, width, f as u8, 0];
+    h.extend_from_slice(&count.to_le_bytes());
+    h.extend_from_slice(&m.to_le_bytes());
+    h
+}
