@@ -678,8 +678,8 @@ fn soak_under_every_attack_keeps_legitimate_calls_and_memory() {
     // is closed first (an attacker too slow to send any request within
     // `handshake_timeout`, which happens when the suite loads the machine).
     let half = &report.attacks["half_open"];
-    let refused = half.outcomes.get("Unauthenticated").copied().unwrap_or(0);
-    assert!(refused >= 30_000, "{half:?}");
+    assert!(half.attempts >= 30_000, "{half:?}");
+    assert!(half.outcomes.contains_key("Unauthenticated"), "{half:?}");
     assert!(
         half.outcomes
             .keys()
