@@ -14,9 +14,11 @@
 //!
 //! * `half_open`: rounds of `half_open_streams` Evaluate streams without a
 //!   key (headers and 5 bytes of a frame, never ended), spread over as many
-//!   connections as the server's streams-per-connection cap needs;
+//!   connections as the server's streams-per-connection cap needs (the first
+//!   round runs whole, even past the end of the attack);
 //! * `idle_sockets`: TCP connections that never send a byte, reopened when
-//!   the server closes them;
+//!   the server closes them (the first of each is waited for even past the
+//!   end of the attack, up to 120 s);
 //! * `bad_batches`: 4,095 valid elements and one bad one, per call;
 //! * `spent_key`: full batches from a key whose daily quota is spent;
 //! * `malformed`: bytes that are not protobuf, and frames cut short;
@@ -761,7 +763,10 @@ async fn half_open(
     let mut stats = AttackStats::default();
     // The server's cap; an attacker that ignores it gets REFUSED_STREAM.
     const PER_CONN: usize = 128;
-    while tokio::time::Instant::now() < deadline {
+    // The first round runs whole however long it takes (a loaded machine
+    // slows the attacker too): the soak always sends `streams` at least.
+    let mut first = true;
+    while std::mem::replace(&mut first, false) || tokio::time::Instant::now() < deadline {
         let conns = streams.div_ceil(PER_CONN);
         let mut tasks = Vec::new();
         for c in 0..conns {
@@ -808,14 +813,23 @@ async fn idle_sockets(addr: SocketAddr, n: usize, deadline: tokio::time::Instant
     for _ in 0..n {
         tasks.push(tokio::spawn(async move {
             let mut s = AttackStats::default();
-            while tokio::time::Instant::now() < deadline {
+            // The first socket waits for the server to close it even past
+            // the deadline (bounded), so all `n` are seen through; later
+            // ones stop at the deadline.
+            let mut first = true;
+            while first || tokio::time::Instant::now() < deadline {
                 s.attempts += 1;
                 let Ok(mut tcp) = TcpStream::connect(addr).await else {
                     s.count("connect_failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
+                    first = false;
                     continue;
                 };
-                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let left = if std::mem::replace(&mut first, false) {
+                    Duration::from_secs(120)
+                } else {
+                    deadline.saturating_duration_since(tokio::time::Instant::now())
+                };
                 let (closed, _) = raw::until_closed(&mut tcp, left).await;
                 s.count(if closed {
                     "closed_by_server"

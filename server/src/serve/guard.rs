@@ -68,7 +68,8 @@ fn call_of(rpc: &str) -> Option<Call> {
 /// A refusal as a trailers-only response, counted by reason.
 fn refuse(metrics: &Metrics, r: Refusal) -> http::Response<Body> {
     metrics.refused(r.reason());
-    tonic::Status::from(r).into_http()
+    let status: tonic::Status = r.into();
+    status.into_http()
 }
 
 /// The tower layer (see the module docs).

@@ -62,6 +62,14 @@ pub(crate) fn max_request_bytes(max_batch: u32) -> usize {
 /// MAX_HEADER_LIST_SIZE). gRPC requests send a few hundred bytes.
 const MAX_HEADER_LIST_BYTES: u32 = 16 << 10;
 
+/// Streams a peer may reset before the server accepted them, at once, before
+/// the connection is closed with ENHANCE_YOUR_CALM (h2's default).
+const MAX_PENDING_ACCEPT_RESETS: usize = 20;
+
+/// Streams the server may reset for the peer's errors before it closes the
+/// connection (hyper's default, which tonic turns off).
+const MAX_LOCAL_ERROR_RESETS: usize = 1024;
+
 /// Serves the BreachCheck service, health and reflection on `listener` until
 /// `shutdown` resolves, then drains in-flight calls. Every BreachCheck call
 /// is observed by the metrics layer and admitted by the guard layer from its
@@ -94,6 +102,10 @@ pub async fn serve(
     let mut builder = Server::builder()
         .max_concurrent_streams(config.max_concurrent_streams)
         .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        // Rapid-reset bounds (CVE-2023-44487). tonic leaves both unset, and
+        // hyper reads an unset local-error limit as none at all.
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESETS))
+        .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
         .http2_keepalive_interval(Some(config.keepalive_interval))
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
         .max_connection_age(config.max_connection_age)

@@ -303,3 +303,36 @@ impl BreachCheck for Service {
         Ok(Response::new(stream))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn elements(n: usize) -> Vec<Vec<u8>> {
+        let inputs: Vec<String> = (0..n).map(|i| format!("+86137{i:08}")).collect();
+        let (_, b) =
+            proto::blind_batch(proto::Mode::Voprf, &inputs, &mut rand::rng()).expect("blind");
+        b.iter().map(|x| x.to_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn decode_batch_names_the_first_bad_element_across_chunks() {
+        let good = elements(3 * DECODE_CHUNK);
+        assert_eq!(decode_batch(&good).expect("all valid").len(), good.len());
+        for bad in [
+            vec![5, 2 * DECODE_CHUNK + 1],
+            vec![DECODE_CHUNK + 3, 10],
+            vec![0],
+        ] {
+            let mut batch = good.clone();
+            for &i in &bad {
+                batch[i] = vec![0xFF; 32];
+            }
+            let first = *bad.iter().min().expect("one");
+            match decode_batch(&batch) {
+                Err(Refusal::InvalidElement { index }) => assert_eq!(index, first, "{bad:?}"),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+    }
+}
