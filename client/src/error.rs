@@ -192,7 +192,8 @@ fn resets_at(retry_after: Option<Duration>) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let at = (now + d).as_secs();
+    // A server names the refill time: no value of it may overflow here.
+    let at = now.saturating_add(d).as_secs();
     let (days, secs) = (at / 86_400, at % 86_400);
     let (y, m, day) = civil_from_days(days);
     let s = d.as_secs();

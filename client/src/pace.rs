@@ -111,7 +111,7 @@ impl Pacer {
     fn refused(&self, wait: Duration) {
         self.paced.store(true, Ordering::Release);
         let now = Instant::now();
-        let at = now + wait;
+        let at = crate::rpc::later(now, wait);
         let new_wait = {
             let mut nb = self.lock();
             let already = nb.is_some_and(|t| t > now);

@@ -241,7 +241,10 @@ impl Rpc {
         expected_bytes: u64,
     ) -> Result<BucketStream> {
         let started = Instant::now();
-        let deadline = started + self.timeout + Duration::from_secs(expected_bytes / MIN_RATE);
+        let allowed = self
+            .timeout
+            .saturating_add(Duration::from_secs(expected_bytes / MIN_RATE));
+        let deadline = later(started, allowed);
         let limit = chunk_bytes.saturating_add(FRAMING);
         let inner = self
             .retry("GetBuckets", || {
@@ -367,7 +370,7 @@ impl BucketStream {
     /// The status that ended the stream, or [`ClientError::Timeout`] when
     /// nothing came for the idle timeout or the deadline passed.
     pub(crate) async fn next(&mut self) -> Result<Option<BucketChunk>> {
-        let idle_end = Instant::now() + self.rpc.idle_timeout;
+        let idle_end = later(Instant::now(), self.rpc.idle_timeout);
         let idle = idle_end < self.deadline;
         let waited_from = Instant::now();
         let status = match tokio::time::timeout_at(
@@ -387,6 +390,14 @@ impl BucketStream {
             "GetBuckets",
         ))
     }
+}
+
+/// `at + d`, or a century on for a duration past what the clock can hold
+/// (a huge `--timeout` means "no deadline", not a panic).
+pub(crate) fn later(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d)
+        .or_else(|| at.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(at)
 }
 
 /// The client's own timeout, as a status whose source says so (a status the
@@ -483,6 +494,16 @@ mod tests {
 
     fn final_status(s: Status) -> ClientError {
         map_status(Failed::Final(s), "http://test", "Evaluate")
+    }
+
+    #[test]
+    fn a_huge_timeout_is_far_away_not_a_panic() {
+        let now = Instant::now();
+        assert!(later(now, Duration::MAX) > now + Duration::from_secs(1 << 30));
+        assert_eq!(
+            later(now, Duration::from_secs(3)),
+            now + Duration::from_secs(3)
+        );
     }
 
     #[test]

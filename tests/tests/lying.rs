@@ -721,6 +721,13 @@ async fn a_consistent_liar_is_caught_by_the_payload_checks() {
         }
         let e = stream_against(&server.url(), mixed_batch()).await;
         assert!(matches!(e, ClientError::BadBucket { .. }), "{lie:?}: {e:?}");
+        // The CLI: exit 2 with the reason, no row, no summary.
+        let mut args = vec!["check".to_owned(), "--server".into(), server.url()];
+        args.extend(mixed_batch());
+        let out = run_cli(args).await;
+        assert_eq!(out.code(), Some(2), "{lie:?}: {}", out.stderr());
+        assert!(out.stderr().contains(why), "{lie:?}: {}", out.stderr());
+        assert!(!out.stdout().contains("not found") && !out.stderr().contains("checked "));
         server.stop().await;
     }
 }
