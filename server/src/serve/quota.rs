@@ -196,17 +196,24 @@ impl MemoryQuotas {
     }
 }
 
+/// How long `missing` tokens take to refill at `rate` per second; a zero
+/// rate, or one so tiny that the wait overflows a `Duration`, gives
+/// `fallback` (the next daily reset) instead of a panic.
+fn wait_for(missing: f64, rate: f64, fallback: Duration) -> Duration {
+    if rate > 0.0 {
+        Duration::try_from_secs_f64(missing / rate).unwrap_or(fallback)
+    } else {
+        fallback
+    }
+}
+
 impl QuotaStore for MemoryQuotas {
     fn charge_request(&self, caller: &Caller, call: Call) -> Result<(), Exhausted> {
         let q = caller.quota;
         self.with_state(caller, |st, to_midnight| {
             if st.request_tokens < 1.0 {
                 let rate = q.requests_per_second();
-                let retry = if rate > 0.0 {
-                    Duration::from_secs_f64((1.0 - st.request_tokens) / rate)
-                } else {
-                    to_midnight
-                };
+                let retry = wait_for(1.0 - st.request_tokens, rate, to_midnight);
                 return Err(Exhausted {
                     limit: REQUEST_RATE,
                     retry_after: retry,
@@ -221,11 +228,7 @@ impl QuotaStore for MemoryQuotas {
                     });
                 }
                 if st.tokens < 1.0 {
-                    let retry = if q.per_second() > 0.0 {
-                        Duration::from_secs_f64((1.0 - st.tokens) / q.per_second())
-                    } else {
-                        to_midnight
-                    };
+                    let retry = wait_for(1.0 - st.tokens, q.per_second(), to_midnight);
                     return Err(Exhausted {
                         limit: "evaluation rate (burst)",
                         retry_after: retry,
@@ -246,11 +249,11 @@ impl QuotaStore for MemoryQuotas {
                 });
             }
             if n as f64 > st.tokens {
-                let retry = if n > q.burst || q.per_second() <= 0.0 {
+                let retry = if n > q.burst {
                     // Can never fit in one burst: the batch must be smaller.
                     to_midnight
                 } else {
-                    Duration::from_secs_f64((n as f64 - st.tokens) / q.per_second())
+                    wait_for(n as f64 - st.tokens, q.per_second(), to_midnight)
                 };
                 return Err(Exhausted {
                     limit: "evaluation rate (burst)",
@@ -280,6 +283,15 @@ impl QuotaStore for MemoryQuotas {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_tiny_rate_never_panics() {
+        use super::*;
+        let fallback = Duration::from_secs(7);
+        assert_eq!(wait_for(1.0, 1e-300, fallback), fallback);
+        assert_eq!(wait_for(1.0, 0.0, fallback), fallback);
+        assert_eq!(wait_for(2.0, 4.0, fallback), Duration::from_millis(500));
+    }
+
     use super::*;
 
     #[tokio::test(start_paused = true)]
