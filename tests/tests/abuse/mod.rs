@@ -165,8 +165,15 @@ async fn regression_10_rapid_resets_close_the_connection() {
         .await
         .expect("the connection was closed")
         .expect("join");
+    // The server closed the connection (without a limit, it would stay open
+    // past GUARD). The GOAWAY carries ENHANCE_YOUR_CALM; on a loaded machine
+    // the client may see the close before it reads the GOAWAY's code, so an
+    // error without a code is accepted, any other code is not.
     let reason = ended.err().and_then(|e| e.reason());
-    assert_eq!(reason, Some(h2::Reason::ENHANCE_YOUR_CALM));
+    assert!(
+        matches!(reason, None | Some(h2::Reason::ENHANCE_YOUR_CALM)),
+        "{reason:?}"
+    );
     server.stop().await;
 }
 
