@@ -272,10 +272,9 @@ pub(crate) fn client_response(data: &[u8]) {
     let sent = vec![blinded; 2];
     let mut b = Bytes(data);
     let n = usize::from(b.u8() % 5);
-    let elements: Vec<Vec<u8>> = (0..n).map(|_| b.take::<32>().to_vec()).collect();
     let resp = proto::pb::EvaluateResponse {
-        evaluated_elements: elements.into_iter().map(Into::into).collect(),
-        proof: b.0.to_vec().into(),
+        evaluated_elements: (0..n).map(|_| b.take::<32>().to_vec()).collect(),
+        proof: b.0.to_vec(),
     };
     if let Ok(accepted) = fuzzing::evaluate_response(&sent, &resp, &key) {
         assert_eq!(accepted, sent.len());
