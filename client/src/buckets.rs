@@ -67,6 +67,11 @@ const MEMORY_BUDGET: usize = 512 << 20;
 /// largest message accepted holds fewer than `MAX_RESPONSE_BYTES / 4`.
 const MAX_BUCKET_ENTRIES: u32 = (MAX_RESPONSE_BYTES / 4) as u32;
 
+/// The longest payload accepted: what fits the largest response with its
+/// Merkle proof and framing to spare (the per-call message cap is the
+/// payload length plus the proof, so no layout may raise it past this).
+const MAX_PAYLOAD_LEN: u64 = (MAX_RESPONSE_BYTES - (64 << 10)) as u64;
+
 /// Decoded payloads by bucket number.
 type Buckets = HashMap<u32, Arc<Payload>>;
 
@@ -120,7 +125,8 @@ pub(crate) fn check_layout(info: &IndexInfo) -> Result<()> {
         return unsupported("fingerprint bits are not 32 + ceil(log2 bucket_entries)");
     }
     let len = info.payload_len as usize;
-    if len < PAYLOAD_HEADER_LEN || len as u64 > max_payload_len(p, info.fingerprint_bits) {
+    let longest = max_payload_len(p, info.fingerprint_bits).min(MAX_PAYLOAD_LEN);
+    if len < PAYLOAD_HEADER_LEN || len as u64 > longest {
         return unsupported("payload length out of range for the bucket entries");
     }
     let (Ok(public_key), Ok(root), Ok(id)) = (
@@ -770,13 +776,21 @@ mod tests {
     fn a_committed_but_impossible_layout_is_refused() {
         let ok = honest_info();
         type Lie = fn(&mut IndexInfo);
-        let cases: [(&str, Lie); 5] = [
+        let cases: [(&str, Lie); 6] = [
             ("more per bucket than in the index", |i| i.entry_count = 99),
             ("f not derived from P", |i| i.fingerprint_bits = 64),
             ("payload longer than P entries take", |i| {
                 i.payload_len = 16 << 20
             }),
             ("payload shorter than a header", |i| i.payload_len = 15),
+            // Found by the client_info fuzz target: P near 2^26 allows a
+            // Golomb stream longer than any response the client accepts.
+            ("payload above the response cap", |i| {
+                i.bucket_entries = (1 << 26) - 1;
+                i.entry_count = 1 << 40;
+                i.fingerprint_bits = fingerprint_bits_for(i.bucket_entries);
+                i.payload_len = (256 << 20) + 1;
+            }),
             ("too many entries", |i| {
                 i.bucket_entries = MAX_BUCKET_ENTRIES + 1;
                 i.entry_count = u64::MAX;
