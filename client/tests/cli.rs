@@ -54,7 +54,7 @@ fn server() -> &'static Server {
             progress: ProgressMode::Quiet,
         };
         build_index(&k, &index, &opts).unwrap();
-        let served = Served::load(&index, &key_path, true).unwrap();
+        let served = Served::load(&index, &key_path).unwrap();
         let config = Config {
             allow_anonymous: true,
             anonymous: Quota {

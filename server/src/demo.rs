@@ -130,7 +130,7 @@ pub(crate) async fn run(
     }
     let served = {
         let (i, k) = (index_path.clone(), key_path.clone());
-        tokio::task::spawn_blocking(move || Served::load(&i, &k, true)).await??
+        tokio::task::spawn_blocking(move || Served::load(&i, &k)).await??
     };
     let config = Config {
         listen,

@@ -178,7 +178,7 @@ impl BreachCheck for Liar {
 
 async fn check_against_liar(lie: Lie) -> Result<Vec<breachcheck_client::CheckResult>, ClientError> {
     let f = fixture();
-    let served = Served::load(&f.index, &f.key, false).expect("load");
+    let served = Served::load(&f.index, &f.key).expect("load");
     let state = Arc::new(AppState::new(served, open_config()));
     let liar = Liar {
         inner: Service::new(state),
@@ -424,7 +424,7 @@ async fn bucket_cache_is_reused_and_replaced_on_new_index() {
     let other = make_fixture("cache-other", 3000, "5eed", Some(2));
     server
         .state
-        .swap(Served::load(&other.index, &f.key, true).expect("load"));
+        .swap(Served::load(&other.index, &f.key).expect("load"));
     let c3 = mk().await.expect("connect");
     let r = c3.check(&other.members[..10]).await.expect("check");
     assert!(r.iter().all(|r| r.found));
@@ -667,7 +667,7 @@ async fn every_status_code_is_produced() {
     let other = make_fixture("status-other", 2000, "5eed", Some(2));
     server
         .state
-        .swap(Served::load(&other.index, &f.key, true).expect("load"));
+        .swap(Served::load(&other.index, &f.key).expect("load"));
     let s = c.get_buckets(gb(0, vec![])).await.map(|_| ()).unwrap_err();
     assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}");
     server.stop().await;
@@ -773,7 +773,7 @@ async fn tls_round_trip_and_plaintext_is_refused() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let state = Arc::new(AppState::new(
-        Served::load(&f.index, &f.key, false).expect("load"),
+        Served::load(&f.index, &f.key).expect("load"),
         open_config(),
     ));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -860,7 +860,7 @@ async fn bucket_only_replica_serves_buckets_without_the_key() {
     let f = fixture();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let state = Arc::new(AppState::new(
-        Served::load_buckets_only(&f.index, true).expect("load"),
+        Served::load_buckets_only(&f.index).expect("load"),
         open_config(),
     ));
     let server = serve_state(listener, state).await;
@@ -969,7 +969,7 @@ async fn retry_after_index_change_does_not_charge_twice() {
         api_keys: vec![entry],
         ..Config::default()
     };
-    let served = Served::load(&f.index, &f.key, false).expect("load");
+    let served = Served::load(&f.index, &f.key).expect("load");
     let svc = FlakyBuckets {
         inner: Service::new(Arc::new(AppState::new(served, config))),
         failed: std::sync::atomic::AtomicBool::new(false),

@@ -30,14 +30,14 @@ impl Served {
     /// Loads a key and an index, checks that they match, and hashes every
     /// payload into the bucket Merkle tree, whose root must be the header's.
     ///
-    /// The hash is no longer optional (index format 2): GetBuckets sends
-    /// each bucket's proof from that tree, so `_verify_body` (from
-    /// `--no-verify`, kept so old command lines still run) changes nothing.
+    /// The hash is not optional (index format 2): GetBuckets sends each
+    /// bucket's proof from that tree. (`--no-verify` is still accepted so old
+    /// command lines run, and changes nothing.)
     ///
     /// # Errors
     ///
     /// Key, index or mismatch errors.
-    pub fn load(index: &Path, key: &Path, _verify_body: bool) -> Result<Self> {
+    pub fn load(index: &Path, key: &Path) -> Result<Self> {
         Self::load_with_key(index, load_key(key)?)
     }
 
@@ -57,7 +57,7 @@ impl Served {
     /// # Errors
     ///
     /// Index errors.
-    pub fn load_buckets_only(index: &Path, _verify_body: bool) -> Result<Self> {
+    pub fn load_buckets_only(index: &Path) -> Result<Self> {
         let index = Index::open(index)?;
         index.verify()?;
         Ok(Served { index, key: None })
@@ -77,7 +77,7 @@ impl Served {
     ) -> Result<Self> {
         match key {
             Some(key) => Self::load_with_key(index, load_key_with(key, key_mode)?),
-            None => Self::load_buckets_only(index, true),
+            None => Self::load_buckets_only(index),
         }
     }
 }

@@ -230,7 +230,7 @@ impl BreachCheck for IndexSwapper {
 }
 
 fn service(index: &Path, key: &Path) -> Service {
-    let served = Served::load(index, key, true).expect("load");
+    let served = Served::load(index, key).expect("load");
     Service::new(Arc::new(AppState::new(served, open_config())))
 }
 

@@ -174,7 +174,7 @@ pub async fn serve_on(
     key: &Path,
     config: Config,
 ) -> TestServer {
-    let served = Served::load(index, key, true).expect("load index");
+    let served = Served::load(index, key).expect("load index");
     let state = Arc::new(AppState::new(served, config));
     serve_state(listener, state).await
 }
@@ -272,7 +272,7 @@ impl CustomServer {
 /// delegate to.
 pub fn fixture_service() -> Service {
     let f = fixture();
-    let served = Served::load(&f.index, &f.key, false).expect("load");
+    let served = Served::load(&f.index, &f.key).expect("load");
     Service::new(Arc::new(AppState::new(served, open_config())))
 }
 
