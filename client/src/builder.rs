@@ -51,6 +51,16 @@ impl ClientBuilder {
         }
     }
 
+    /// Adds a replica: another server with the same key and index. Calls are
+    /// spread over all of them round-robin; a replica that fails a call
+    /// transiently is skipped for a few seconds and the call retried at once
+    /// on another, so a replica lost mid-check costs a retry, not the check.
+    /// A bucket-only replica (Evaluate UNIMPLEMENTED) serves the buckets.
+    pub fn replica(mut self, endpoint: impl Into<String>) -> Self {
+        self.rpc.endpoints.push(endpoint.into());
+        self
+    }
+
     /// Sends `authorization: Bearer <token>` with every call.
     pub fn api_key(mut self, token: impl Into<String>) -> Self {
         self.rpc.api_key = Some(token.into());

@@ -51,6 +51,7 @@ mod evaluate;
 #[doc(hidden)]
 pub mod fuzzing;
 mod pace;
+mod replicas;
 mod rpc;
 mod task;
 mod trust;
@@ -147,7 +148,7 @@ struct State {
 
 impl Client {
     /// Starts building a client for `endpoint` (`http://host:port` or
-    /// `https://host:port`).
+    /// `https://host:port`); [`ClientBuilder::replica`] adds more servers.
     pub fn builder(endpoint: impl Into<String>) -> ClientBuilder {
         ClientBuilder::new(endpoint.into())
     }

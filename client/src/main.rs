@@ -31,13 +31,16 @@ struct Cli {
 
 #[derive(clap::Args)]
 struct Conn {
-    /// Server URL (http:// or https://).
+    /// Server URL (http:// or https://). Several replicas of one service:
+    /// repeat the flag or separate the URLs with commas; calls are spread
+    /// over them and move on from one that fails.
     #[arg(
         long,
         env = "BREACHCHECK_SERVER",
-        default_value = "http://127.0.0.1:50051"
+        default_value = "http://127.0.0.1:50051",
+        value_delimiter = ','
     )]
-    server: String,
+    server: Vec<String>,
     /// API key (bearer token).
     #[arg(long, env = "BREACHCHECK_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -155,9 +158,16 @@ fn seconds(s: f64, flag: &str) -> anyhow::Result<Duration> {
 }
 
 fn builder(conn: &Conn, cache_dir: Option<&PathBuf>) -> anyhow::Result<ClientBuilder> {
-    let mut b = Client::builder(conn.server.clone())
+    let (first, replicas) = conn
+        .server
+        .split_first()
+        .context("--server needs at least one URL")?;
+    let mut b = Client::builder(first.clone())
         .timeout(seconds(conn.timeout, "--timeout")?)
         .idle_timeout(seconds(conn.idle_timeout, "--idle-timeout")?);
+    for r in replicas {
+        b = b.replica(r.clone());
+    }
     if let Some(k) = &conn.api_key {
         b = b.api_key(k.clone());
     }
@@ -203,7 +213,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                output::info_text(&conn.server, &info, &pk.fingerprint());
+                output::info_text(&conn.server.join(","), &info, &pk.fingerprint());
             }
             Ok(ExitCode::SUCCESS)
         }

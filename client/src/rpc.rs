@@ -36,6 +36,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status, Streaming};
 
 use crate::error::{ClientError, Result};
+use crate::replicas::{Replicas, Role};
 
 /// Largest response message accepted (a bucket of a big, coarse index).
 pub(crate) const MAX_RESPONSE_BYTES: usize = 256 << 20;
@@ -62,8 +63,9 @@ const FRAMING: usize = 1024;
 /// How to reach the server: the connection half of the client's builder.
 #[derive(Clone)]
 pub(crate) struct Settings {
-    /// `http://host:port` or `https://host:port`.
-    pub(crate) endpoint: String,
+    /// `http://host:port` or `https://host:port`: one server, or several
+    /// replicas serving the same index with the same key.
+    pub(crate) endpoints: Vec<String>,
     /// The bearer token sent with every call.
     pub(crate) api_key: Option<String>,
     /// A CA (PEM) trusted instead of the system roots.
@@ -82,7 +84,7 @@ impl Settings {
     /// and 8 retries.
     pub(crate) fn new(endpoint: String) -> Self {
         Settings {
-            endpoint,
+            endpoints: vec![endpoint],
             api_key: None,
             ca_pem: None,
             timeout: Duration::from_secs(60),
@@ -96,7 +98,7 @@ impl Settings {
 impl fmt::Debug for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Settings")
-            .field("endpoint", &self.endpoint)
+            .field("endpoints", &self.endpoints)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))
             .field("timeout", &self.timeout)
@@ -107,10 +109,13 @@ impl fmt::Debug for Settings {
 }
 
 /// A connected gRPC client with the caller's credentials and retry policy.
-/// Cheap to clone: clones share the channel.
+/// Cheap to clone: clones share the channels and what was learned of the
+/// replicas.
 #[derive(Clone)]
 pub(crate) struct Rpc {
-    grpc: BreachCheckClient<Channel>,
+    /// One client per replica, in the order of [`Replicas`].
+    grpc: Arc<[BreachCheckClient<Channel>]>,
+    replicas: Arc<Replicas>,
     authorization: Option<AsciiMetadataValue>,
     retries: u32,
     server: Arc<str>,
@@ -126,7 +131,7 @@ impl fmt::Debug for Rpc {
                 &self.authorization.as_ref().map(|_| "<redacted>"),
             )
             .field("retries", &self.retries)
-            .field("server", &self.server)
+            .field("replicas", &self.replicas)
             .field("timeout", &self.timeout)
             .field("idle_timeout", &self.idle_timeout)
             .finish_non_exhaustive()
@@ -134,31 +139,52 @@ impl fmt::Debug for Rpc {
 }
 
 impl Rpc {
-    /// Connects to `s.endpoint`, with TLS for `https://`.
+    /// Connects to every endpoint of `s`, with TLS for `https://`. With
+    /// several, one that cannot be reached now is ejected (see `replicas`)
+    /// and reconnected lazily; only when none can be reached is it an error.
     ///
     /// # Errors
     ///
-    /// [`ClientError::Connect`] for a malformed endpoint, a bad CA or an
-    /// unreachable server.
+    /// [`ClientError::Connect`] for a malformed endpoint, a bad CA, or (the
+    /// first endpoint's error) when no server can be reached.
     pub(crate) async fn connect(s: &Settings) -> Result<Self> {
-        let connect_err = |source| ClientError::Connect {
-            endpoint: s.endpoint.clone(),
-            source,
-        };
-        // No transport-level timeout: it would cover only the response
-        // headers. Every call is bounded here instead (module docs).
-        let mut ep = Endpoint::from_shared(s.endpoint.clone())
-            .map_err(connect_err)?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true);
-        if s.endpoint.starts_with("https://") {
-            let mut tls = ClientTlsConfig::new().with_webpki_roots();
-            if let Some(pem) = &s.ca_pem {
-                tls = tls.ca_certificate(Certificate::from_pem(pem));
-            }
-            ep = ep.tls_config(tls).map_err(connect_err)?;
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, url) in s.endpoints.iter().enumerate() {
+            let ep = endpoint(s, url)?;
+            tasks.spawn(async move { (i, ep.connect().await.map_err(|e| (ep, e))) });
         }
-        let channel = ep.connect().await.map_err(connect_err)?;
+        let mut channels: Vec<Option<Channel>> = vec![None; s.endpoints.len()];
+        let mut failed = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((i, Ok(channel))) => channels[i] = Some(channel),
+                Ok((i, Err((ep, e)))) => {
+                    channels[i] = Some(ep.connect_lazy());
+                    failed.push((i, e));
+                }
+                Err(source) => {
+                    return Err(ClientError::TaskFailed {
+                        task: "connect",
+                        source,
+                    });
+                }
+            }
+        }
+        failed.sort_by_key(|(i, _)| *i);
+        if failed.len() == s.endpoints.len() {
+            if let Some((i, source)) = failed.into_iter().next() {
+                return Err(ClientError::Connect {
+                    endpoint: s.endpoints[i].clone(),
+                    source,
+                });
+            }
+            failed = Vec::new();
+        }
+        let replicas = Replicas::new(&s.endpoints);
+        for (i, e) in &failed {
+            tracing::warn!(replica = %s.endpoints[*i], error = %e, "replica unreachable; using the others");
+            replicas.eject(*i);
+        }
         // A token that is not a valid header value is not sent: the server
         // then answers UNAUTHENTICATED, which says what to fix.
         let authorization = s.api_key.as_ref().and_then(|token| {
@@ -167,16 +193,22 @@ impl Rpc {
             Some(v)
         });
         Ok(Rpc {
-            grpc: BreachCheckClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES),
+            grpc: channels
+                .into_iter()
+                .flatten()
+                .map(|c| BreachCheckClient::new(c).max_decoding_message_size(MAX_RESPONSE_BYTES))
+                .collect(),
+            replicas: Arc::new(replicas),
             authorization,
             retries: s.retries,
-            server: s.endpoint.as_str().into(),
+            server: s.endpoints.join(",").into(),
             timeout: s.timeout,
             idle_timeout: s.idle_timeout.max(Duration::from_millis(1)),
         })
     }
 
-    /// The endpoint, for messages.
+    /// The endpoint (several: joined by commas), for messages and the
+    /// trust file.
     pub(crate) fn server(&self) -> &str {
         &self.server
     }
@@ -187,13 +219,16 @@ impl Rpc {
     ///
     /// The final status of the call, mapped by [`map_status`].
     pub(crate) async fn index_info(&self) -> Result<IndexInfo> {
-        self.retry("GetIndexInfo", || {
-            let mut grpc = self.grpc.clone().max_decoding_message_size(MAX_INFO_BYTES);
+        self.retry("GetIndexInfo", Role::Any, |i| {
+            let mut grpc = self.grpc[i]
+                .clone()
+                .max_decoding_message_size(MAX_INFO_BYTES);
             let req = self.request(GetIndexInfoRequest {});
             let call = async move { grpc.get_index_info(req).await.map(|r| r.into_inner()) };
             self.unary(call)
         })
         .await
+        .map(|(info, _)| info)
     }
 
     /// Evaluate of one batch of serialized blinded elements.
@@ -208,8 +243,8 @@ impl Rpc {
     ) -> Result<EvaluateResponse> {
         // An honest answer is one element per element sent, and the proof.
         let limit = blinded.len().saturating_mul(EVALUATED_BYTES) + FRAMING;
-        self.retry("Evaluate", || {
-            let mut grpc = self.grpc.clone().max_decoding_message_size(limit);
+        self.retry("Evaluate", Role::Evaluate, |i| {
+            let mut grpc = self.grpc[i].clone().max_decoding_message_size(limit);
             let req = self.request(EvaluateRequest {
                 index_id: index_id.to_vec(),
                 blinded_elements: blinded.to_vec(),
@@ -218,12 +253,14 @@ impl Rpc {
             self.unary(call)
         })
         .await
+        .map(|(resp, _)| resp)
     }
 
     /// GetBuckets for `prefixes` of `j` bits: the stream of chunks, to be
     /// read with [`BucketStream::next`] and checked by the caller as they
     /// come. Opening the call is retried like any call; a stream that breaks
-    /// later is an error (the caller has consumed part of it).
+    /// later is [`ClientError::Unavailable`] (its replica ejected), for the
+    /// caller to ask again for what it has not received.
     /// `chunk_bytes` is the size of an honest chunk's payload and proof (no
     /// message above it plus framing is accepted), `expected_bytes` the size
     /// of the whole answer (it extends the deadline at [`MIN_RATE`]).
@@ -246,9 +283,9 @@ impl Rpc {
             .saturating_add(Duration::from_secs(expected_bytes / MIN_RATE));
         let deadline = later(started, allowed);
         let limit = chunk_bytes.saturating_add(FRAMING);
-        let inner = self
-            .retry("GetBuckets", || {
-                let mut grpc = self.grpc.clone().max_decoding_message_size(limit);
+        let (inner, replica) = self
+            .retry("GetBuckets", Role::Any, |i| {
+                let mut grpc = self.grpc[i].clone().max_decoding_message_size(limit);
                 let req = self.request(GetBucketsRequest {
                     index_id: index_id.to_vec(),
                     prefix_bits: j,
@@ -266,6 +303,7 @@ impl Rpc {
         Ok(BucketStream {
             inner,
             rpc: self.clone(),
+            replica,
             started,
             deadline,
         })
@@ -283,15 +321,17 @@ impl Rpc {
         }
     }
 
-    /// [`retry`], with the final status mapped for `call`.
-    async fn retry<T, F, Fut>(&self, call: &'static str, f: F) -> Result<T>
+    /// [`retry`] over the replicas, with the final status mapped for
+    /// `call`, naming the replica that gave it; also says which replica
+    /// answered.
+    async fn retry<T, F, Fut>(&self, call: &'static str, role: Role, f: F) -> Result<(T, usize)>
     where
-        F: FnMut() -> Fut,
+        F: FnMut(usize) -> Fut,
         Fut: Future<Output = std::result::Result<T, Status>>,
     {
-        retry(self.retries, f)
+        retry(self.retries, &self.replicas, role, f)
             .await
-            .map_err(|s| map_status(s, &self.server, call))
+            .map_err(|(s, i)| map_status(s, self.replicas.url(i), call))
     }
 
     /// `msg` with the `authorization` metadata, if the client has a key.
@@ -304,32 +344,79 @@ impl Rpc {
     }
 }
 
-/// Calls `f` until it succeeds, fails for good, or has been retried
-/// `retries` times; waits [`FIRST_BACKOFF`], doubling up to [`MAX_BACKOFF`],
-/// before each retry of a [transient](is_transient) failure.
-async fn retry<T, F, Fut>(retries: u32, mut f: F) -> std::result::Result<T, Failed>
+/// The tonic endpoint of `url` under `s`'s settings.
+fn endpoint(s: &Settings, url: &str) -> Result<Endpoint> {
+    let connect_err = |source| ClientError::Connect {
+        endpoint: url.to_owned(),
+        source,
+    };
+    // No transport-level timeout: it would cover only the response
+    // headers. Every call is bounded here instead (module docs).
+    let mut ep = Endpoint::from_shared(url.to_owned())
+        .map_err(connect_err)?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true);
+    if url.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new().with_webpki_roots();
+        if let Some(pem) = &s.ca_pem {
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        ep = ep.tls_config(tls).map_err(connect_err)?;
+    }
+    Ok(ep)
+}
+
+/// Calls `f` on a replica picked for `role` until it succeeds, fails for
+/// good, or has been retried `retries` times. A [transient](is_transient)
+/// failure ejects its replica; the retry goes at once to another that is
+/// ready, or else waits [`FIRST_BACKOFF`], doubling up to [`MAX_BACKOFF`].
+/// An Evaluate answered UNIMPLEMENTED by one of several replicas (a
+/// bucket-only one) moves on to another. Returns the replica that answered,
+/// or the one whose failure was final.
+async fn retry<T, F, Fut>(
+    retries: u32,
+    replicas: &Replicas,
+    role: Role,
+    mut f: F,
+) -> std::result::Result<(T, usize), (Failed, usize)>
 where
-    F: FnMut() -> Fut,
+    F: FnMut(usize) -> Fut,
     Fut: Future<Output = std::result::Result<T, Status>>,
 {
     let mut delay = FIRST_BACKOFF;
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match f().await {
-            Ok(v) => return Ok(v),
-            Err(s) if is_transient(&s) && attempt <= retries => {
-                tracing::debug!(attempt, code = ?s.code(), "retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(MAX_BACKOFF);
+        let i = replicas.pick(role);
+        let s = match f(i).await {
+            Ok(v) => {
+                replicas.healthy(i);
+                return Ok((v, i));
             }
-            Err(s) if is_transient(&s) => {
-                return Err(Failed::Unavailable {
+            Err(s) => s,
+        };
+        let moved =
+            role == Role::Evaluate && s.code() == Code::Unimplemented && replicas.buckets_only(i);
+        let transient = is_transient(&s);
+        if transient {
+            replicas.eject(i);
+        }
+        if !(transient || moved) {
+            return Err((Failed::Final(s), i));
+        }
+        if attempt > retries {
+            return Err((
+                Failed::Unavailable {
                     attempts: attempt,
                     status: s,
-                });
-            }
-            Err(s) => return Err(Failed::Final(s)),
+                },
+                i,
+            ));
+        }
+        tracing::debug!(attempt, code = ?s.code(), replica = replicas.url(i), "retrying");
+        if !replicas.another_ready(i, role) {
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(MAX_BACKOFF);
         }
     }
 }
@@ -348,6 +435,7 @@ enum Failed {
 pub(crate) struct BucketStream {
     inner: Streaming<BucketChunk>,
     rpc: Rpc,
+    replica: usize,
     started: Instant,
     deadline: Instant,
 }
@@ -355,7 +443,7 @@ pub(crate) struct BucketStream {
 impl fmt::Debug for BucketStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BucketStream")
-            .field("server", &self.rpc.server)
+            .field("server", &self.rpc.replicas.url(self.replica))
             .field("started", &self.started)
             .field("deadline", &self.deadline)
             .finish_non_exhaustive()
@@ -384,9 +472,18 @@ impl BucketStream {
             Err(_) if idle => timed_out(true, waited_from.elapsed()),
             Err(_) => timed_out(false, self.started.elapsed()),
         };
+        let failed = if is_transient(&status) {
+            self.rpc.replicas.eject(self.replica);
+            Failed::Unavailable {
+                attempts: 1,
+                status,
+            }
+        } else {
+            Failed::Final(status)
+        };
         Err(map_status(
-            Failed::Final(status),
-            &self.rpc.server,
+            failed,
+            self.rpc.replicas.url(self.replica),
             "GetBuckets",
         ))
     }
@@ -600,13 +697,15 @@ mod tests {
 
     #[tokio::test]
     async fn transient_failures_are_retried_then_reported_as_unavailable() {
+        let one = Replicas::new(&["s".into()]);
         let calls = AtomicU32::new(0);
-        let r: Result<()> = retry(2, || {
+        let r: Result<()> = retry(2, &one, Role::Evaluate, |_| {
             calls.fetch_add(1, Ordering::Relaxed);
             async { Err(Status::unavailable("down")) }
         })
         .await
-        .map_err(|f| map_status(f, "s", "Evaluate"));
+        .map(|(v, _)| v)
+        .map_err(|(f, _)| map_status(f, "s", "Evaluate"));
         assert_eq!(calls.load(Ordering::Relaxed), 3);
         assert!(
             matches!(r, Err(ClientError::Unavailable { attempts: 3, .. })),
@@ -614,12 +713,13 @@ mod tests {
         );
         // A permanent failure is not retried.
         let calls = AtomicU32::new(0);
-        let r: Result<()> = retry(2, || {
+        let r: Result<()> = retry(2, &one, Role::Evaluate, |_| {
             calls.fetch_add(1, Ordering::Relaxed);
             async { Err(Status::unauthenticated("no key")) }
         })
         .await
-        .map_err(|f| map_status(f, "s", "Evaluate"));
+        .map(|(v, _)| v)
+        .map_err(|(f, _)| map_status(f, "s", "Evaluate"));
         assert_eq!(calls.load(Ordering::Relaxed), 1);
         assert!(matches!(r, Err(ClientError::Unauthenticated(_))), "{r:?}");
     }

@@ -67,7 +67,7 @@ fn server() -> &'static Server {
             },
             ..Config::default()
         };
-        let state = Arc::new(AppState::new(served, config));
+        let state = Arc::new(AppState::new(served, config).unwrap());
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().unwrap();

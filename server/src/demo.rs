@@ -148,7 +148,7 @@ pub(crate) async fn run(
         .await
         .with_context(|| format!("binding {listen} (is another server running?)"))?;
     let addr = listener.local_addr()?;
-    let state = Arc::new(AppState::new(served, config));
+    let state = Arc::new(AppState::new(served, config)?);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server::serve(listener, state, None, async move {
         tokio::select! {

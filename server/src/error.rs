@@ -234,6 +234,10 @@ pub enum Refusal {
         /// Time until enough quota is back.
         retry_after: Duration,
     },
+    /// The shared quota store could not be asked: the call is refused, not
+    /// let through uncounted (fail closed), and may be retried shortly.
+    #[error("quota store unavailable; retry shortly")]
+    QuotaUnavailable,
     /// A request message that is not valid protobuf, or a request stream
     /// that ends inside a message or without one.
     #[error("malformed request: not a valid protobuf message")]
@@ -269,6 +273,7 @@ impl Refusal {
             | Refusal::PrefixRepeated { .. } => "invalid_prefix",
             Refusal::TooManyPrefixes { .. } => "too_many_prefixes",
             Refusal::QuotaExhausted { .. } => "quota",
+            Refusal::QuotaUnavailable => "quota_store_unavailable",
             Refusal::MalformedRequest => "malformed_request",
             Refusal::SlowRequest { .. } => "slow_request",
             Refusal::Internal(_) => "internal",
@@ -313,13 +318,19 @@ impl From<Refusal> for tonic::Status {
             Refusal::SlowRequest { .. } => Code::DeadlineExceeded,
             Refusal::BatchTooLarge { .. } | Refusal::TooManyPrefixes { .. } => Code::OutOfRange,
             Refusal::QuotaExhausted { .. } => Code::ResourceExhausted,
+            Refusal::QuotaUnavailable => Code::Unavailable,
             Refusal::Internal(e) => {
                 tracing::error!(error = %e, "internal error");
                 Code::Internal
             }
         };
         let mut status = tonic::Status::new(code, r.to_string());
-        if let Refusal::QuotaExhausted { retry_after, .. } = r {
+        let retry_after = match r {
+            Refusal::QuotaExhausted { retry_after, .. } => Some(retry_after),
+            Refusal::QuotaUnavailable => Some(Duration::from_secs(1)),
+            _ => None,
+        };
+        if let Some(retry_after) = retry_after {
             status.metadata_mut().insert(
                 RETRY_AFTER,
                 tonic::metadata::AsciiMetadataValue::from(retry_after_secs(retry_after)),

@@ -29,6 +29,7 @@
 //!   * `service`: the gRPC [`Service`], handlers returning [`Refusal`].
 //!   * `auth`: API keys.
 //!   * `quota`: [`QuotaStore`] and [`MemoryQuotas`].
+//!   * `redis`: [`RedisQuotas`], the store shared by replicas.
 //!   * `metrics`: [`Metrics`], its endpoint and the tower layer.
 //!   * `guard`: the layer admitting calls from their headers.
 //!   * `net`: the accept loop, connection deadlines, [`raise_nofile_limit`].
@@ -67,11 +68,15 @@ pub use index::spill::remove_temporaries_on_interrupt;
 pub use key::{InsecureKeyMode, key_from_seed, keygen, load_key, load_key_with, save_key};
 pub use serve::config::{
     ApiKeyEntry, Config, DEFAULT_MAX_BATCH, DEFAULT_MAX_CONCURRENT_STREAMS,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PREFIXES, Quota, Settings, new_api_key,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PREFIXES, DEFAULT_QUOTA_KEY_PREFIX, DEFAULT_QUOTA_TIMEOUT,
+    Quota, QuotaBackend, QuotaStoreConfig, QuotaStoreSettings, Settings, new_api_key,
 };
 pub use serve::metrics::Metrics;
 pub use serve::net::{NofileLimit, raise_nofile_limit};
-pub use serve::quota::{Call, Caller, Exhausted, MemoryQuotas, QuotaKey, QuotaStore};
+pub use serve::quota::{
+    Call, Caller, Charge, Exhausted, MemoryQuotas, QuotaError, QuotaKey, QuotaStore,
+};
+pub use serve::redis::{RedisQuotas, RedisSettings};
 pub use serve::service::Service;
 pub use serve::state::{AppState, Served};
 pub use serve::{Bound, bind, run, serve, shutdown_signal};

@@ -179,7 +179,7 @@ impl BreachCheck for Liar {
 async fn check_against_liar(lie: Lie) -> Result<Vec<breachcheck_client::CheckResult>, ClientError> {
     let f = fixture();
     let served = Served::load(&f.index, &f.key).expect("load");
-    let state = Arc::new(AppState::new(served, open_config()));
+    let state = Arc::new(AppState::new(served, open_config()).expect("state"));
     let liar = Liar {
         inner: Service::new(state),
         lie,
@@ -772,10 +772,9 @@ async fn tls_round_trip_and_plaintext_is_refused() {
     let tls = ServerTlsConfig::new().identity(Identity::from_pem(&cert_pem, &key_pem));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let state = Arc::new(AppState::new(
-        Served::load(&f.index, &f.key).expect("load"),
-        open_config(),
-    ));
+    let state = Arc::new(
+        AppState::new(Served::load(&f.index, &f.key).expect("load"), open_config()).expect("state"),
+    );
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let h = tokio::spawn(breachcheck_server::serve(
         listener,
@@ -835,6 +834,7 @@ mod corpus;
 mod index;
 mod integrity;
 mod lying;
+mod scale;
 
 /// An empty index_id means the current index (the proof still binds the key).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -859,10 +859,13 @@ async fn empty_index_id_means_the_current_index() {
 async fn bucket_only_replica_serves_buckets_without_the_key() {
     let f = fixture();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let state = Arc::new(AppState::new(
-        Served::load_buckets_only(&f.index).expect("load"),
-        open_config(),
-    ));
+    let state = Arc::new(
+        AppState::new(
+            Served::load_buckets_only(&f.index).expect("load"),
+            open_config(),
+        )
+        .expect("state"),
+    );
     let server = serve_state(listener, state).await;
     let mut c = raw(&server.url()).await;
     let info = c
@@ -971,7 +974,7 @@ async fn retry_after_index_change_does_not_charge_twice() {
     };
     let served = Served::load(&f.index, &f.key).expect("load");
     let svc = FlakyBuckets {
-        inner: Service::new(Arc::new(AppState::new(served, config))),
+        inner: Service::new(Arc::new(AppState::new(served, config).expect("state"))),
         failed: std::sync::atomic::AtomicBool::new(false),
     };
     let custom = CustomServer::start(svc).await;

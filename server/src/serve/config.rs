@@ -13,6 +13,7 @@ use clap::builder::BoolishValueParser;
 use serde::Deserialize;
 
 use crate::error::{Result, ServerError, io_err};
+use crate::serve::redis::{RedisSettings, redact};
 
 /// Default most elements per Evaluate.
 pub const DEFAULT_MAX_BATCH: u32 = 4096;
@@ -110,6 +111,9 @@ pub struct Settings {
           require_equals = true, default_missing_value = "true",
           value_parser = BoolishValueParser::new())]
     pub allow_insecure_key_mode: Option<bool>,
+    /// Where quota state lives (the `[quota]` table of the file).
+    #[command(flatten)]
+    pub quota: QuotaStoreSettings,
     /// Quota for callers without a key (when allowed). File only.
     #[arg(skip)]
     pub anonymous: Option<Quota>,
@@ -178,6 +182,12 @@ impl Settings {
             allow_insecure_key_mode: self
                 .allow_insecure_key_mode
                 .or(lower.allow_insecure_key_mode),
+            quota: QuotaStoreSettings {
+                backend: self.quota.backend.or(lower.quota.backend),
+                url: self.quota.url.or(lower.quota.url),
+                key_prefix: self.quota.key_prefix.or(lower.quota.key_prefix),
+                timeout_ms: self.quota.timeout_ms.or(lower.quota.timeout_ms),
+            },
             anonymous: self.anonymous.or(lower.anonymous),
             default_quota: self.default_quota.or(lower.default_quota),
             api_keys: self.api_keys.or(lower.api_keys),
@@ -262,6 +272,7 @@ impl Settings {
             allow_insecure_key_mode: self
                 .allow_insecure_key_mode
                 .unwrap_or(d.allow_insecure_key_mode),
+            quota_store: self.quota.resolve()?,
             anonymous: self.anonymous.unwrap_or(d.anonymous),
             default_quota: self.default_quota.unwrap_or(d.default_quota),
             api_keys: self.api_keys.unwrap_or(d.api_keys),
@@ -343,12 +354,118 @@ pub struct Config {
     /// Load a key file that its group or other users may read (with a
     /// warning) instead of refusing it.
     pub allow_insecure_key_mode: bool,
+    /// Where quota state lives.
+    pub quota_store: QuotaStoreConfig,
     /// Quota for callers without a key (when allowed).
     pub anonymous: Quota,
     /// Quota for keys that do not set their own.
     pub default_quota: Quota,
     /// The API keys.
     pub api_keys: Vec<ApiKeyEntry>,
+}
+
+/// Which quota store a server uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuotaBackend {
+    /// This process's memory: one replica, reset by a restart.
+    Memory,
+    /// A Redis shared by every replica, kept across restarts.
+    Redis,
+}
+
+/// The quota store settings of one layer: `--quota-*` flags,
+/// `BREACHCHECK_QUOTA_*` variables, or the file's `[quota]` table.
+#[derive(Clone, Default, PartialEq, clap::Args, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotaStoreSettings {
+    /// Where quota state lives: `memory` (this process; the default) or
+    /// `redis` (shared by replicas, kept across restarts; needs --quota-url).
+    #[arg(long = "quota-backend", env = "BREACHCHECK_QUOTA_BACKEND")]
+    pub backend: Option<QuotaBackend>,
+    /// The Redis of the shared quota store, `redis://[:password@]host:port/db`
+    /// (put a password in the environment variable, not on the command line).
+    #[arg(
+        long = "quota-url",
+        env = "BREACHCHECK_QUOTA_URL",
+        hide_env_values = true
+    )]
+    pub url: Option<String>,
+    /// Prefix of the quota keys in Redis (default `breachcheck:`).
+    #[arg(long = "quota-key-prefix", env = "BREACHCHECK_QUOTA_KEY_PREFIX")]
+    pub key_prefix: Option<String>,
+    /// Milliseconds a quota charge may take, connecting included, before the
+    /// call is refused UNAVAILABLE (default 250).
+    #[arg(long = "quota-timeout-ms", env = "BREACHCHECK_QUOTA_TIMEOUT_MS")]
+    pub timeout_ms: Option<u64>,
+}
+
+// By hand: the URL may hold a password.
+impl std::fmt::Debug for QuotaStoreSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuotaStoreSettings")
+            .field("backend", &self.backend)
+            .field("url", &self.url.as_deref().map(redact))
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
+}
+
+/// Default prefix of the quota keys in Redis.
+pub const DEFAULT_QUOTA_KEY_PREFIX: &str = "breachcheck:";
+/// Default bound on one quota charge against Redis.
+pub const DEFAULT_QUOTA_TIMEOUT: Duration = Duration::from_millis(250);
+
+impl QuotaStoreSettings {
+    /// The store these settings name. A URL without a backend means Redis.
+    fn resolve(self) -> Result<QuotaStoreConfig> {
+        let backend = self.backend.unwrap_or(if self.url.is_some() {
+            QuotaBackend::Redis
+        } else {
+            QuotaBackend::Memory
+        });
+        match (backend, self.url) {
+            (QuotaBackend::Memory, None) => Ok(QuotaStoreConfig::Memory),
+            (QuotaBackend::Memory, Some(_)) => Err(ServerError::Input(
+                "quota url is set but the quota backend is memory: set backend = \"redis\" \
+                 or drop the url"
+                    .into(),
+            )),
+            (QuotaBackend::Redis, None) => Err(ServerError::Input(
+                "quota backend redis needs a url (--quota-url, BREACHCHECK_QUOTA_URL or \
+                 [quota] url)"
+                    .into(),
+            )),
+            (QuotaBackend::Redis, Some(url)) => {
+                let timeout_ms = self
+                    .timeout_ms
+                    .unwrap_or(DEFAULT_QUOTA_TIMEOUT.as_millis() as u64);
+                if !(1..=60_000).contains(&timeout_ms) {
+                    return Err(ServerError::Input(format!(
+                        "quota timeout_ms must be 1..=60000 (got {timeout_ms})"
+                    )));
+                }
+                Ok(QuotaStoreConfig::Redis(RedisSettings {
+                    url,
+                    key_prefix: self
+                        .key_prefix
+                        .unwrap_or_else(|| DEFAULT_QUOTA_KEY_PREFIX.to_owned()),
+                    timeout: Duration::from_millis(timeout_ms),
+                }))
+            }
+        }
+    }
+}
+
+/// The resolved quota store.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum QuotaStoreConfig {
+    /// In this process ([`MemoryQuotas`](crate::MemoryQuotas)).
+    #[default]
+    Memory,
+    /// In Redis ([`RedisQuotas`](crate::RedisQuotas)).
+    Redis(RedisSettings),
 }
 
 /// One API key: its name and the BLAKE3 hash of its token; never the token.
@@ -453,6 +570,7 @@ impl Default for Config {
             buckets_only: false,
             no_verify: false,
             allow_insecure_key_mode: false,
+            quota_store: QuotaStoreConfig::Memory,
             anonymous: Quota::anonymous(),
             default_quota: Quota::default(),
             api_keys: Vec::new(),

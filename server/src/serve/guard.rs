@@ -105,7 +105,10 @@ pub(crate) struct Guard<S> {
 
 impl<S> tower::Service<http::Request<Body>> for Guard<S>
 where
-    S: tower::Service<http::Request<Body>, Response = http::Response<Body>>,
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
 {
@@ -133,24 +136,28 @@ where
             return Box::pin(async move { Ok(track(answer.await?, in_flight)) });
         };
         let metrics = self.state.metrics.clone();
-        let header = req.headers().get(http::header::AUTHORIZATION);
-        let caller = match self.state.admit(header.map(|v| v.as_bytes()), call) {
-            Ok(caller) => caller,
-            Err(r) => {
-                let answer = track(refuse(&metrics, r), in_flight);
-                return Box::pin(std::future::ready(Ok(answer)));
-            }
-        };
-        let entered = Arc::new(AtomicBool::new(false));
-        req.extensions_mut().insert(Admitted {
-            caller,
-            entered: entered.clone(),
-        });
-        let limit = self.state.config().request_body_timeout;
-        let req = req.map(|b| Body::new(DeadlineBody::new(b, limit, metrics.clone())));
-        let answer = self.inner.call(req);
+        let state = self.state.clone();
+        // `poll_ready` readied `self.inner`: take it for this call and leave
+        // a fresh clone for the next (tower's usual dance).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let resp = answer.await?;
+            let header = req.headers().get(http::header::AUTHORIZATION).cloned();
+            let caller = match state
+                .admit(header.as_ref().map(|v| v.as_bytes()), call)
+                .await
+            {
+                Ok(caller) => caller,
+                Err(r) => return Ok(track(refuse(&metrics, r), in_flight)),
+            };
+            let entered = Arc::new(AtomicBool::new(false));
+            req.extensions_mut().insert(Admitted {
+                caller,
+                entered: entered.clone(),
+            });
+            let limit = state.config().request_body_timeout;
+            let req = req.map(|b| Body::new(DeadlineBody::new(b, limit, metrics.clone())));
+            let resp = inner.call(req).await?;
             let resp = if !entered.load(Ordering::SeqCst)
                 && answer_code(resp.headers()) == tonic::Code::Internal
             {

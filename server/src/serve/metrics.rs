@@ -37,6 +37,7 @@ pub struct Metrics {
     elements_evaluated: AtomicU64,
     bucket_bytes_sent: AtomicU64,
     reloads: AtomicU64,
+    quota_store_errors: AtomicU64,
     in_flight: AtomicU64,
     refusals: Mutex<BTreeMap<&'static str, u64>>,
     connections_open: AtomicU64,
@@ -95,6 +96,16 @@ impl Metrics {
         if let Ok(mut m) = self.quota_rejections.lock() {
             *m.entry(key.to_owned()).or_default() += 1;
         }
+    }
+
+    /// Counts a call refused because the quota store could not be asked.
+    pub(crate) fn quota_store_error(&self) {
+        self.quota_store_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Calls refused because the quota store could not be asked.
+    pub fn quota_store_errors(&self) -> u64 {
+        self.quota_store_errors.load(Ordering::Relaxed)
     }
 
     /// Counts an index reload.
@@ -240,6 +251,12 @@ impl Metrics {
                 "counter",
                 "Successful index reloads.",
                 self.reloads.load(Ordering::Relaxed),
+            ),
+            (
+                "breachcheck_quota_store_errors_total",
+                "counter",
+                "Calls refused UNAVAILABLE because the quota store (Redis) could not be asked.",
+                self.quota_store_errors(),
             ),
             (
                 "breachcheck_in_flight_requests",

@@ -29,6 +29,7 @@ pub(crate) mod guard;
 pub(crate) mod metrics;
 pub(crate) mod net;
 pub(crate) mod quota;
+pub(crate) mod redis;
 pub(crate) mod service;
 pub(crate) mod state;
 pub(crate) mod watch;
@@ -214,7 +215,7 @@ pub async fn bind(config: Config) -> Result<Bound> {
         listener,
         addr,
         metrics_listener,
-        state: Arc::new(AppState::new(served, config)),
+        state: Arc::new(AppState::new(served, config)?),
         tls,
         index,
         key,

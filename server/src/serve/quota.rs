@@ -13,6 +13,8 @@
 //! several replicas) can replace the in-memory one without touching the service.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -55,12 +57,34 @@ impl From<Quota> for QuotaKey {
 }
 
 impl QuotaKey {
-    fn per_second(&self) -> f64 {
+    /// Elements per second.
+    pub fn per_second(&self) -> f64 {
         f64::from_bits(self.per_second_bits)
     }
 
-    fn requests_per_second(&self) -> f64 {
+    /// Calls per second.
+    pub fn requests_per_second(&self) -> f64 {
         f64::from_bits(self.requests_per_second_bits)
+    }
+
+    /// Element burst.
+    pub fn burst(&self) -> u64 {
+        self.burst
+    }
+
+    /// Call burst.
+    pub fn request_burst(&self) -> u64 {
+        self.request_burst
+    }
+
+    /// Elements per UTC day.
+    pub fn per_day(&self) -> u64 {
+        self.per_day
+    }
+
+    /// Bucket bytes per UTC day.
+    pub fn bytes_per_day(&self) -> u64 {
+        self.bytes_per_day
     }
 }
 
@@ -97,8 +121,37 @@ impl From<Exhausted> for Refusal {
     }
 }
 
+/// Why a quota store did not charge a call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QuotaError {
+    /// A limit does not allow the call now.
+    Exhausted(Exhausted),
+    /// The store could not be asked (a shared store unreachable or too
+    /// slow): the call is refused, never let through uncounted (fail closed).
+    Unavailable(String),
+}
+
+impl From<Exhausted> for QuotaError {
+    fn from(e: Exhausted) -> Self {
+        QuotaError::Exhausted(e)
+    }
+}
+
+impl From<QuotaError> for Refusal {
+    fn from(e: QuotaError) -> Self {
+        match e {
+            QuotaError::Exhausted(e) => e.into(),
+            QuotaError::Unavailable(_) => Refusal::QuotaUnavailable,
+        }
+    }
+}
+
+/// The answer of a [`QuotaStore`] charge, to be awaited.
+pub type Charge<'a> = Pin<Box<dyn Future<Output = Result<(), QuotaError>> + Send + 'a>>;
+
 /// Storage of quota state. The in-memory [`MemoryQuotas`] serves one process;
-/// a multi-replica deployment implements this over a shared store.
+/// [`RedisQuotas`](crate::RedisQuotas) shares the state between replicas and
+/// keeps it across restarts.
 pub trait QuotaStore: Send + Sync + std::fmt::Debug {
     /// Charges one call to `caller`'s request rate, before its body is read.
     /// An [`Call::Evaluate`] is also refused (still charged) when `caller`
@@ -107,23 +160,27 @@ pub trait QuotaStore: Send + Sync + std::fmt::Debug {
     ///
     /// # Errors
     ///
-    /// [`Exhausted`] when the request rate, or for Evaluate the element
-    /// burst or daily cap, does not allow the call.
-    fn charge_request(&self, caller: &Caller, call: Call) -> Result<(), Exhausted>;
+    /// [`QuotaError::Exhausted`] when the request rate, or for Evaluate the
+    /// element burst or daily cap, does not allow the call;
+    /// [`QuotaError::Unavailable`] when the store cannot be asked.
+    fn charge_request<'a>(&'a self, caller: &'a Caller, call: Call) -> Charge<'a>;
 
     /// Charges `n` elements to `caller`, or says why not (charging nothing).
+    /// A batch larger than the burst is refused at once, charging nothing.
     ///
     /// # Errors
     ///
-    /// [`Exhausted`] when the burst or the daily cap does not allow `n`.
-    fn charge_elements(&self, caller: &Caller, n: u64) -> Result<(), Exhausted>;
+    /// [`QuotaError::Exhausted`] when the burst or the daily cap does not
+    /// allow `n`; [`QuotaError::Unavailable`] when the store cannot be asked.
+    fn charge_elements<'a>(&'a self, caller: &'a Caller, n: u64) -> Charge<'a>;
 
     /// Charges `bytes` of bucket download to `caller`.
     ///
     /// # Errors
     ///
-    /// [`Exhausted`] when the daily byte cap does not allow it.
-    fn charge_bytes(&self, caller: &Caller, bytes: u64) -> Result<(), Exhausted>;
+    /// [`QuotaError::Exhausted`] when the daily byte cap does not allow it;
+    /// [`QuotaError::Unavailable`] when the store cannot be asked.
+    fn charge_bytes<'a>(&'a self, caller: &'a Caller, bytes: u64) -> Charge<'a>;
 }
 
 #[derive(Debug)]
@@ -208,7 +265,27 @@ fn wait_for(missing: f64, rate: f64, fallback: Duration) -> Duration {
 }
 
 impl QuotaStore for MemoryQuotas {
-    fn charge_request(&self, caller: &Caller, call: Call) -> Result<(), Exhausted> {
+    fn charge_request<'a>(&'a self, caller: &'a Caller, call: Call) -> Charge<'a> {
+        Box::pin(std::future::ready(
+            self.request(caller, call).map_err(QuotaError::from),
+        ))
+    }
+
+    fn charge_elements<'a>(&'a self, caller: &'a Caller, n: u64) -> Charge<'a> {
+        Box::pin(std::future::ready(
+            self.elements(caller, n).map_err(QuotaError::from),
+        ))
+    }
+
+    fn charge_bytes<'a>(&'a self, caller: &'a Caller, bytes: u64) -> Charge<'a> {
+        Box::pin(std::future::ready(
+            self.bytes(caller, bytes).map_err(QuotaError::from),
+        ))
+    }
+}
+
+impl MemoryQuotas {
+    fn request(&self, caller: &Caller, call: Call) -> Result<(), Exhausted> {
         let q = caller.quota;
         self.with_state(caller, |st, to_midnight| {
             if st.request_tokens < 1.0 {
@@ -239,7 +316,7 @@ impl QuotaStore for MemoryQuotas {
         })
     }
 
-    fn charge_elements(&self, caller: &Caller, n: u64) -> Result<(), Exhausted> {
+    fn elements(&self, caller: &Caller, n: u64) -> Result<(), Exhausted> {
         let q = caller.quota;
         self.with_state(caller, |st, to_midnight| {
             if st.elements_today.saturating_add(n) > q.per_day {
@@ -266,7 +343,7 @@ impl QuotaStore for MemoryQuotas {
         })
     }
 
-    fn charge_bytes(&self, caller: &Caller, bytes: u64) -> Result<(), Exhausted> {
+    fn bytes(&self, caller: &Caller, bytes: u64) -> Result<(), Exhausted> {
         let q = caller.quota;
         self.with_state(caller, |st, to_midnight| {
             if st.bytes_today.saturating_add(bytes) > q.bytes_per_day {
@@ -307,22 +384,22 @@ mod tests {
         let m = MemoryQuotas::new();
         let c = caller(q);
         for _ in 0..3 {
-            assert!(m.charge_request(&c, Call::Buckets).is_ok());
+            assert!(m.request(&c, Call::Buckets).is_ok());
         }
-        let e = m.charge_request(&c, Call::Buckets).unwrap_err();
+        let e = m.request(&c, Call::Buckets).unwrap_err();
         assert_eq!(e.limit, "request rate (burst)");
         assert_eq!(e.retry_after, Duration::from_millis(500));
         tokio::time::advance(Duration::from_millis(500)).await;
-        assert!(m.charge_request(&c, Call::Evaluate).is_ok());
-        assert!(m.charge_elements(&c, 10).is_ok());
+        assert!(m.request(&c, Call::Evaluate).is_ok());
+        assert!(m.elements(&c, 10).is_ok());
         // The daily cap is spent: Evaluate is refused before its body,
         // and the refusal still costs a request.
         tokio::time::advance(Duration::from_secs(10)).await;
-        let e = m.charge_request(&c, Call::Evaluate).unwrap_err();
+        let e = m.request(&c, Call::Evaluate).unwrap_err();
         assert_eq!(e.limit, "daily evaluation cap");
-        assert!(m.charge_request(&c, Call::Buckets).is_ok());
-        assert!(m.charge_request(&c, Call::Buckets).is_ok());
-        assert!(m.charge_request(&c, Call::IndexInfo).is_err());
+        assert!(m.request(&c, Call::Buckets).is_ok());
+        assert!(m.request(&c, Call::Buckets).is_ok());
+        assert!(m.request(&c, Call::IndexInfo).is_err());
     }
 
     fn caller(q: Quota) -> Caller {
@@ -343,12 +420,12 @@ mod tests {
         };
         let m = MemoryQuotas::new();
         let c = caller(q);
-        assert!(m.charge_elements(&c, 100).is_ok());
-        let e = m.charge_elements(&c, 50).unwrap_err();
+        assert!(m.elements(&c, 100).is_ok());
+        let e = m.elements(&c, 50).unwrap_err();
         assert_eq!(e.limit, "evaluation rate (burst)");
         assert_eq!(e.retry_after.as_secs(), 5);
         tokio::time::advance(Duration::from_secs(5)).await;
-        assert!(m.charge_elements(&c, 50).is_ok());
+        assert!(m.elements(&c, 50).is_ok());
     }
 
     #[tokio::test(start_paused = true)]
@@ -362,13 +439,13 @@ mod tests {
         };
         let m = MemoryQuotas::new();
         let c = caller(q);
-        assert!(m.charge_elements(&c, 10).is_ok());
-        let e = m.charge_elements(&c, 1).unwrap_err();
+        assert!(m.elements(&c, 10).is_ok());
+        let e = m.elements(&c, 1).unwrap_err();
         assert_eq!(e.limit, "daily evaluation cap");
-        assert!(m.charge_bytes(&c, 100).is_ok());
-        assert!(m.charge_bytes(&c, 1).is_err());
+        assert!(m.bytes(&c, 100).is_ok());
+        assert!(m.bytes(&c, 1).is_err());
         tokio::time::advance(e.retry_after + Duration::from_secs(1)).await;
-        assert!(m.charge_elements(&c, 10).is_ok());
-        assert!(m.charge_bytes(&c, 100).is_ok());
+        assert!(m.elements(&c, 10).is_ok());
+        assert!(m.bytes(&c, 100).is_ok());
     }
 }

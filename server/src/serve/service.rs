@@ -44,9 +44,9 @@ impl Service {
     }
 
     /// GetIndexInfo: public, but a present, invalid key is refused.
-    fn index_info(&self, req: &Request<GetIndexInfoRequest>) -> Result<IndexInfo, Refusal> {
+    async fn index_info(&self, req: &Request<GetIndexInfoRequest>) -> Result<IndexInfo, Refusal> {
         let state = &self.state;
-        state.authenticate(req, false)?;
+        state.authenticate(req, false).await?;
         let served = state.current();
         let h = served.index.header();
         Ok(IndexInfo {
@@ -85,7 +85,7 @@ impl Service {
         let state = &self.state;
         // Admitted (token, request rate, a spent key) from the headers, by
         // the guard layer, before the body was read.
-        let caller = state.caller(&req, Call::Evaluate)?;
+        let caller = state.caller(&req, Call::Evaluate).await?;
         let served = state.current();
         let req = req.into_inner();
         state.check_index_id(&served, &req.index_id)?;
@@ -103,7 +103,7 @@ impl Service {
         // Charge the batch before any per-element work: a batch refused for
         // a bad element below is paid for like any other, so invalid batches
         // cannot buy decoding work beyond the caller's quota.
-        state.charge_elements(&caller, n as u64)?;
+        state.charge_elements(&caller, n as u64).await?;
         // Cheap checks first (lengths), then decoding (a decompression each)
         // on the rayon pool, stopping at the first bad element.
         if let Some(index) = req
@@ -140,9 +140,12 @@ impl Service {
 
     /// GetBuckets: checks the prefixes, charges the bytes, then streams the
     /// payloads straight from the map.
-    fn bucket_stream(&self, req: Request<GetBucketsRequest>) -> Result<BucketStream, Refusal> {
+    async fn bucket_stream(
+        &self,
+        req: Request<GetBucketsRequest>,
+    ) -> Result<BucketStream, Refusal> {
         let state = &self.state;
-        let caller = state.authenticate(&req, true)?;
+        let caller = state.authenticate(&req, true).await?;
         let served = state.current();
         let req = req.into_inner();
         state.check_index_id(&served, &req.index_id)?;
@@ -188,7 +191,7 @@ impl Service {
         let per_prefix = 1u64 << (k - j);
         let payload_len = u64::from(served.index.header().payload_len);
         let bytes = prefixes.len() as u64 * per_prefix * payload_len;
-        state.charge_bytes(&caller, bytes)?;
+        state.charge_bytes(&caller, bytes).await?;
         state.metrics.add_bucket_bytes(bytes);
         let index = served.index.clone();
         let chunks = prefixes
@@ -279,7 +282,7 @@ impl BreachCheck for Service {
         req: Request<GetIndexInfoRequest>,
     ) -> Result<Response<IndexInfo>, Status> {
         mark_entered(req.extensions());
-        let info = self.index_info(&req).map_err(|r| self.refuse(r))?;
+        let info = self.index_info(&req).await.map_err(|r| self.refuse(r))?;
         Ok(Response::new(info))
     }
 
@@ -299,7 +302,7 @@ impl BreachCheck for Service {
         req: Request<GetBucketsRequest>,
     ) -> Result<Response<Self::GetBucketsStream>, Status> {
         mark_entered(req.extensions());
-        let stream = self.bucket_stream(req).map_err(|r| self.refuse(r))?;
+        let stream = self.bucket_stream(req).await.map_err(|r| self.refuse(r))?;
         Ok(Response::new(stream))
     }
 }

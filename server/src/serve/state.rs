@@ -11,10 +11,11 @@ use crate::error::{Refusal, Result};
 use crate::index::reader::Index;
 use crate::key::{InsecureKeyMode, load_key, load_key_with};
 use crate::serve::auth::ApiKeys;
-use crate::serve::config::Config;
+use crate::serve::config::{Config, QuotaStoreConfig};
 use crate::serve::guard::Admitted;
 use crate::serve::metrics::Metrics;
-use crate::serve::quota::{Call, Caller, MemoryQuotas, QuotaStore, REQUEST_RATE};
+use crate::serve::quota::{Call, Caller, MemoryQuotas, QuotaError, QuotaStore, REQUEST_RATE};
+use crate::serve::redis::RedisQuotas;
 
 /// An index and the key it was built with, served together. A bucket-only
 /// replica has no key: it answers GetIndexInfo and GetBuckets only.
@@ -95,9 +96,18 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State for `served` under `config`, with in-memory quotas.
-    pub fn new(served: Served, config: Config) -> Self {
-        Self::with_quotas(served, config, Arc::new(MemoryQuotas::new()))
+    /// State for `served` under `config`, with the quota store it names
+    /// (in memory by default; a Redis store connects lazily).
+    ///
+    /// # Errors
+    ///
+    /// A Redis URL that does not parse.
+    pub fn new(served: Served, config: Config) -> Result<Self> {
+        let quotas: Arc<dyn QuotaStore> = match &config.quota_store {
+            QuotaStoreConfig::Memory => Arc::new(MemoryQuotas::new()),
+            QuotaStoreConfig::Redis(settings) => Arc::new(RedisQuotas::new(settings.clone())?),
+        };
+        Ok(Self::with_quotas(served, config, quotas))
     }
 
     /// State with a given quota store.
@@ -164,7 +174,7 @@ impl AppState {
 
     /// The caller behind the `authorization` metadata. GetIndexInfo does not
     /// `require` a key: without one, it is answered as `public`.
-    pub(crate) fn authenticate<T>(
+    pub(crate) async fn authenticate<T>(
         &self,
         req: &tonic::Request<T>,
         required: bool,
@@ -177,24 +187,29 @@ impl AppState {
                 Call::IndexInfo
             },
         )
+        .await
     }
 
     /// The caller of `req`: the one the guard layer admitted from the
     /// headers, or, for a [`Service`](crate::Service) used without that
     /// layer (a hand-written server around it), admitted here the same way.
-    pub(crate) fn caller<T>(&self, req: &tonic::Request<T>, call: Call) -> Result<Caller, Refusal> {
+    pub(crate) async fn caller<T>(
+        &self,
+        req: &tonic::Request<T>,
+        call: Call,
+    ) -> Result<Caller, Refusal> {
         if let Some(admitted) = req.extensions().get::<Admitted>() {
             return Ok(admitted.caller.clone());
         }
         let header = req.metadata().get("authorization").map(|v| v.as_bytes());
-        self.admit(header, call)
+        self.admit(header, call).await
     }
 
     /// Admits a call from its `authorization` header alone, before its body
     /// is read: authenticates it and charges one request to its key (the
     /// request rate; for Evaluate, a spent element quota is refused here too).
     /// A GetIndexInfo without a key is public and not charged.
-    pub(crate) fn admit(&self, header: Option<&[u8]>, call: Call) -> Result<Caller, Refusal> {
+    pub(crate) async fn admit(&self, header: Option<&[u8]>, call: Call) -> Result<Caller, Refusal> {
         if header.is_none() && call == Call::IndexInfo {
             return Ok(Caller {
                 name: "public".into(),
@@ -202,7 +217,7 @@ impl AppState {
             });
         }
         let caller = self.keys.authenticate(header)?;
-        let r = self.quotas.charge_request(&caller, call);
+        let r = self.quotas.charge_request(&caller, call).await;
         self.charged(&caller, r)?;
         Ok(caller)
     }
@@ -223,23 +238,27 @@ impl AppState {
     }
 
     /// Charges `n` elements to `caller`, counting and logging a refusal.
-    pub(crate) fn charge_elements(&self, caller: &Caller, n: u64) -> Result<(), Refusal> {
-        let r = self.quotas.charge_elements(caller, n);
+    pub(crate) async fn charge_elements(&self, caller: &Caller, n: u64) -> Result<(), Refusal> {
+        let r = self.quotas.charge_elements(caller, n).await;
         self.charged(caller, r)
     }
 
     /// Charges `bytes` of bucket download to `caller`, likewise.
-    pub(crate) fn charge_bytes(&self, caller: &Caller, bytes: u64) -> Result<(), Refusal> {
-        let r = self.quotas.charge_bytes(caller, bytes);
+    pub(crate) async fn charge_bytes(&self, caller: &Caller, bytes: u64) -> Result<(), Refusal> {
+        let r = self.quotas.charge_bytes(caller, bytes).await;
         self.charged(caller, r)
     }
 
-    fn charged(
-        &self,
-        caller: &Caller,
-        r: Result<(), crate::serve::quota::Exhausted>,
-    ) -> Result<(), Refusal> {
+    fn charged(&self, caller: &Caller, r: Result<(), QuotaError>) -> Result<(), Refusal> {
         r.map_err(|e| {
+            let e = match e {
+                QuotaError::Exhausted(e) => e,
+                QuotaError::Unavailable(_) => {
+                    // Logged (rate-limited) by the store; counted here.
+                    self.metrics.quota_store_error();
+                    return Refusal::QuotaUnavailable;
+                }
+            };
             self.metrics.quota_rejected(&caller.name);
             // Request-rate refusals cost the sender nothing more, so a flood
             // of them is possible: counted, logged only at debug.

@@ -231,7 +231,9 @@ impl BreachCheck for IndexSwapper {
 
 fn service(index: &Path, key: &Path) -> Service {
     let served = Served::load(index, key).expect("load");
-    Service::new(Arc::new(AppState::new(served, open_config())))
+    Service::new(Arc::new(
+        AppState::new(served, open_config()).expect("state"),
+    ))
 }
 
 /// Index B: A's dump without the members in A's bucket `bucket`, same key

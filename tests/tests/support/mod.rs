@@ -175,7 +175,7 @@ pub async fn serve_on(
     config: Config,
 ) -> TestServer {
     let served = Served::load(index, key).expect("load index");
-    let state = Arc::new(AppState::new(served, config));
+    let state = Arc::new(AppState::new(served, config).expect("state"));
     serve_state(listener, state).await
 }
 
@@ -273,7 +273,9 @@ impl CustomServer {
 pub fn fixture_service() -> Service {
     let f = fixture();
     let served = Served::load(&f.index, &f.key).expect("load");
-    Service::new(Arc::new(AppState::new(served, open_config())))
+    Service::new(Arc::new(
+        AppState::new(served, open_config()).expect("state"),
+    ))
 }
 
 /// What a child process did: its output, its peak resident memory (VmHWM,

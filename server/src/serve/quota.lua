@@ -1,0 +1,113 @@
+-- breachcheck quota charge: one atomic script per call (server/src/serve/redis.rs).
+--
+-- KEYS[1]  the API key's hash, "<prefix>{<key name>}" (one key, one slot:
+--          Redis Cluster safe).
+-- ARGV[1]  "request", "elements" or "bytes"; then, by operation:
+--   request:  request_interval_us, request_burst, is_evaluate (0|1),
+--             element_interval_us, element_burst, elements_per_day
+--   elements: n, element_interval_us, element_burst, elements_per_day
+--   bytes:    n, bucket_bytes_per_day
+--
+-- Returns {code, retry_after_ms}: code 0 charged; 1 request rate; 2 daily
+-- evaluation cap; 3 evaluation rate (burst); 4 daily bucket download cap;
+-- 5 a batch larger than the burst (never fits: nothing charged).
+--
+-- Rates are GCRA (a token bucket stated as a "theoretical arrival time",
+-- TAT): a charge of n at interval T is allowed when
+-- max(TAT, now) + n*T - burst*T <= now. Time is the Redis server's own
+-- (TIME), in integer microseconds since 2026-01-01 (an epoch offset keeps
+-- every value far below 2^53, where Lua's doubles stop being exact), and
+-- is stored with "%.0f" after math.ceil, never with tostring (which would
+-- write 1.7e+15). Rounding up costs a caller at most 1 us a charge.
+--
+-- The hash: rt, et = request and element TATs; day = UTC day number of the
+-- counters e (elements) and b (bucket bytes). Its TTL runs to the later of
+-- the next UTC midnight and the TATs, so an idle key vanishes.
+
+local EPOCH = 1767225600 -- 2026-01-01T00:00:00Z
+local t = redis.call('TIME')
+local sec = tonumber(t[1])
+local now = (sec - EPOCH) * 1000000 + tonumber(t[2])
+local day = math.floor(sec / 86400)
+local to_midnight_us = ((day + 1) * 86400 - sec) * 1000000 - tonumber(t[2])
+
+local h = redis.call('HMGET', KEYS[1], 'rt', 'et', 'day', 'e', 'b')
+local rt = tonumber(h[1]) or 0
+local et = tonumber(h[2]) or 0
+local e = tonumber(h[4]) or 0
+local b = tonumber(h[5]) or 0
+if tonumber(h[3]) ~= day then
+  e = 0
+  b = 0
+end
+
+local function ms(us)
+  return math.ceil(us / 1000)
+end
+
+-- The TAT after charging n at interval T, or nil and the wait in us.
+local function gcra(tat, n, interval, burst)
+  local new = math.max(tat, now) + n * interval
+  local allow_at = new - burst * interval
+  if allow_at > now then
+    return nil, allow_at - now
+  end
+  return math.ceil(new), 0
+end
+
+local function save()
+  redis.call('HSET', KEYS[1],
+    'rt', string.format('%.0f', rt), 'et', string.format('%.0f', et),
+    'day', string.format('%.0f', day),
+    'e', string.format('%.0f', e), 'b', string.format('%.0f', b))
+  local ttl = math.max(to_midnight_us, rt - now, et - now)
+  redis.call('PEXPIRE', KEYS[1], string.format('%.0f', ms(ttl) + 1000))
+end
+
+local op = ARGV[1]
+if op == 'request' then
+  local ri, rb = tonumber(ARGV[2]), tonumber(ARGV[3])
+  local is_eval = ARGV[4] == '1'
+  local ei, eb, per_day = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+  local new, wait = gcra(rt, 1, ri, rb)
+  if not new then
+    return {1, ms(wait)}
+  end
+  rt = new
+  save()
+  if is_eval then
+    if e >= per_day then
+      return {2, ms(to_midnight_us)}
+    end
+    local ok, ewait = gcra(et, 1, ei, eb)
+    if not ok then
+      return {3, ms(ewait)}
+    end
+  end
+  return {0, 0}
+elseif op == 'elements' then
+  local n, ei, eb, per_day = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+  if n > eb then
+    return {5, ms(to_midnight_us)}
+  end
+  if e + n > per_day then
+    return {2, ms(to_midnight_us)}
+  end
+  local new, wait = gcra(et, n, ei, eb)
+  if not new then
+    return {3, ms(wait)}
+  end
+  et = new
+  e = e + n
+  save()
+  return {0, 0}
+elseif op == 'bytes' then
+  local n, cap = tonumber(ARGV[2]), tonumber(ARGV[3])
+  if b + n > cap then
+    return {4, ms(to_midnight_us)}
+  end
+  b = b + n
+  save()
+  return {0, 0}
+end
+return redis.error_reply('breachcheck quota: unknown operation')
