@@ -443,9 +443,13 @@ async fn download(
     let proof_len = MERKLE_HASH_LEN * info.bucket_bits as usize;
     let chunk_bytes = info.payload_len as usize + proof_len;
     let mut per_request = PREFIXES_PER_REQUEST;
-    let mut rest: &[u32] = &plan.prefixes;
+    let mut rest: Vec<u32> = plan.prefixes.clone();
+    // Streams broken under way (a replica lost mid-answer): each is asked
+    // again, of another replica, for what it did not deliver.
+    let mut broken = 0;
     while !rest.is_empty() {
-        let (group, tail) = rest.split_at(per_request.min(rest.len()));
+        let n = per_request.min(rest.len());
+        let group = &rest[..n];
         let expected: BTreeSet<u32> = group
             .iter()
             .flat_map(|&p| buckets_under_prefix(p, plan.j, info.bucket_bits))
@@ -462,12 +466,15 @@ async fn download(
             }
             Err(e) => return Err(e),
         };
-        rest = tail;
         let mut answer = Answer::new(expected);
-        loop {
+        let complete = loop {
             let chunk = match stream.next().await {
                 Ok(Some(chunk)) => chunk,
-                Ok(None) => break,
+                Ok(None) => break true,
+                Err(ClientError::Unavailable { .. }) if broken < rpc.retries() => {
+                    broken += 1;
+                    break false;
+                }
                 // Above the cap of one honest chunk: the transport refused
                 // it before reading it whole.
                 Err(ClientError::Rpc(s)) if s.code() == Code::OutOfRange => {
@@ -484,8 +491,20 @@ async fn download(
                 write_cached(dir, chunk.bucket, &chunk.payload, &chunk.bucket_proof)?;
             }
             place(chunk.bucket, p);
+        };
+        if complete {
+            answer.finish()?;
+            rest.drain(..n);
+        } else {
+            // Keep the prefixes of the group not delivered in full.
+            let seen = &answer.seen;
+            let mut i = 0;
+            rest.retain(|&p| {
+                i += 1;
+                i > n
+                    || !buckets_under_prefix(p, plan.j, info.bucket_bits).all(|b| seen.contains(&b))
+            });
         }
-        answer.finish()?;
     }
     Ok(())
 }

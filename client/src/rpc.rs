@@ -207,6 +207,11 @@ impl Rpc {
         })
     }
 
+    /// How many times a transient failure is retried.
+    pub(crate) fn retries(&self) -> u32 {
+        self.retries
+    }
+
     /// The endpoint (several: joined by commas), for messages and the
     /// trust file.
     pub(crate) fn server(&self) -> &str {

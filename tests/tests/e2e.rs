@@ -831,6 +831,7 @@ async fn metrics_count_requests_elements_and_rejections() {
 mod abuse;
 mod binaries;
 mod corpus;
+mod deploy;
 mod index;
 mod integrity;
 mod lying;

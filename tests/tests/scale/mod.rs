@@ -10,6 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use breachcheck_client::{Client, ClientError};
+use breachcheck_proto::pb;
+use breachcheck_proto::pb::breach_check_server::BreachCheck;
 use breachcheck_server::{
     Call, Caller, Config, Quota, QuotaError, QuotaStore, QuotaStoreConfig, RedisQuotas,
     RedisSettings,
@@ -547,4 +549,85 @@ async fn a_bucket_only_replica_serves_buckets_beside_evaluators() {
         .expect("connect");
     let e = only.check(&batch[..1]).await.expect_err("no evaluator");
     assert!(e.to_string().contains("buckets only"), "{e}");
+}
+
+/// Answers honestly, but breaks its first GetBuckets stream after one chunk
+/// (a replica going away mid-answer).
+struct BreaksFirstStream {
+    inner: breachcheck_server::Service,
+    asked: std::sync::Arc<std::sync::Mutex<Vec<Vec<u32>>>>,
+}
+
+type ChunkStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<pb::BucketChunk, tonic::Status>> + Send>,
+>;
+
+#[tonic::async_trait]
+impl BreachCheck for BreaksFirstStream {
+    async fn get_index_info(
+        &self,
+        r: tonic::Request<pb::GetIndexInfoRequest>,
+    ) -> Result<tonic::Response<pb::IndexInfo>, tonic::Status> {
+        self.inner.get_index_info(r).await
+    }
+
+    async fn evaluate(
+        &self,
+        r: tonic::Request<pb::EvaluateRequest>,
+    ) -> Result<tonic::Response<pb::EvaluateResponse>, tonic::Status> {
+        self.inner.evaluate(r).await
+    }
+
+    type GetBucketsStream = ChunkStream;
+
+    async fn get_buckets(
+        &self,
+        r: tonic::Request<pb::GetBucketsRequest>,
+    ) -> Result<tonic::Response<ChunkStream>, tonic::Status> {
+        use tokio_stream::StreamExt;
+        let first = {
+            let mut asked = self.asked.lock().expect("lock");
+            asked.push(r.get_ref().prefixes.clone());
+            asked.len() == 1
+        };
+        let honest = self.inner.get_buckets(r).await?.into_inner();
+        let stream: ChunkStream = if first {
+            let gone = tonic::Status::unavailable("replica going away");
+            Box::pin(honest.take(1).chain(tokio_stream::once(Err(gone))))
+        } else {
+            Box::pin(honest)
+        };
+        Ok(tonic::Response::new(stream))
+    }
+}
+
+/// A GetBuckets stream broken after one chunk costs one retry, which asks
+/// only for what was not delivered; the answer is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_broken_mid_answer_is_resumed() {
+    let f = fixture();
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let server = CustomServer::start(BreaksFirstStream {
+        inner: fixture_service(),
+        asked: asked.clone(),
+    })
+    .await;
+    let client = Client::builder(server.url())
+        .default_region("CN")
+        .prefix_bits(4)
+        .connect()
+        .await
+        .expect("connect");
+    // A few numbers: a few prefixes, not the whole index.
+    let mut batch: Vec<String> = f.members.iter().take(3).cloned().collect();
+    batch.extend(f.non_members.iter().take(3).cloned());
+    let r = client.check(&batch).await.expect("check");
+    assert!(r[..3].iter().all(|r| r.found));
+    assert!(r[3..].iter().all(|r| !r.found));
+    let asked = asked.lock().expect("lock").clone();
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    assert!(asked[0].len() >= 2, "{asked:?}");
+    assert_eq!(asked[1].len() + 1, asked[0].len(), "{asked:?}");
+    assert!(asked[1].iter().all(|p| asked[0].contains(p)));
+    server.stop().await;
 }
