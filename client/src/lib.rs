@@ -181,10 +181,14 @@ impl Client {
         }
         let served = served_key(&info)?;
         buckets::check_layout(&info)?;
-        let first_use = match &self.inner.trust {
-            Some(t) => t.check(self.inner.rpc.server(), &served)? == Trust::FirstUse,
-            None => false,
-        };
+        // Every replica serves the one key: each URL's record must match it
+        // (a replica added to the list is recorded, never trusted instead).
+        let mut first_use = false;
+        if let Some(t) = &self.inner.trust {
+            for url in self.inner.rpc.urls() {
+                first_use |= t.check(url, &served)? == Trust::FirstUse;
+            }
+        }
         let mut st = self.lock();
         let pinned = st.evaluator.as_ref().map(Evaluator::pinned);
         let pinned = evaluate::pin(pinned.or(self.inner.opts.pinned), served)?;

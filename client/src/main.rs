@@ -22,6 +22,7 @@ use output::Format;
 #[command(
     name = "breachcheck",
     version,
+    long_version = breachcheck_proto::long_version(env!("CARGO_PKG_VERSION")),
     about = "Check whether phone numbers are in a leaked corpus, without revealing them"
 )]
 struct Cli {

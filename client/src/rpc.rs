@@ -44,6 +44,10 @@ pub(crate) const MAX_RESPONSE_BYTES: usize = 256 << 20;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// HTTP/2 PINGs on a connection with calls in flight, this often...
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// ...and the connection closed when one goes unanswered this long.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long establishing the connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The metadata key of the quota's refill time, in integer seconds.
@@ -118,7 +122,6 @@ pub(crate) struct Rpc {
     replicas: Arc<Replicas>,
     authorization: Option<AsciiMetadataValue>,
     retries: u32,
-    server: Arc<str>,
     timeout: Duration,
     idle_timeout: Duration,
 }
@@ -201,21 +204,19 @@ impl Rpc {
             replicas: Arc::new(replicas),
             authorization,
             retries: s.retries,
-            server: s.endpoints.join(",").into(),
             timeout: s.timeout,
             idle_timeout: s.idle_timeout.max(Duration::from_millis(1)),
         })
     }
 
+    /// The URL of every replica, in the order given.
+    pub(crate) fn urls(&self) -> impl Iterator<Item = &str> {
+        (0..self.grpc.len()).map(|i| self.replicas.url(i))
+    }
+
     /// How many times a transient failure is retried.
     pub(crate) fn retries(&self) -> u32 {
         self.retries
-    }
-
-    /// The endpoint (several: joined by commas), for messages and the
-    /// trust file.
-    pub(crate) fn server(&self) -> &str {
-        &self.server
     }
 
     /// GetIndexInfo.
@@ -282,13 +283,13 @@ impl Rpc {
         chunk_bytes: usize,
         expected_bytes: u64,
     ) -> Result<BucketStream> {
-        let started = Instant::now();
         let allowed = self
             .timeout
             .saturating_add(Duration::from_secs(expected_bytes / MIN_RATE));
-        let deadline = later(started, allowed);
         let limit = chunk_bytes.saturating_add(FRAMING);
-        let (inner, replica) = self
+        // Each attempt has the whole allowance: one spent waiting on a
+        // silent replica must not leave the next replica none.
+        let ((inner, started, deadline), replica) = self
             .retry("GetBuckets", Role::Any, |i| {
                 let mut grpc = self.grpc[i].clone().max_decoding_message_size(limit);
                 let req = self.request(GetBucketsRequest {
@@ -297,9 +298,11 @@ impl Rpc {
                     prefixes: prefixes.to_vec(),
                 });
                 async move {
+                    let started = Instant::now();
+                    let deadline = later(started, allowed);
                     let call = async move { grpc.get_buckets(req).await.map(|r| r.into_inner()) };
                     match tokio::time::timeout_at(deadline, call).await {
-                        Ok(r) => r,
+                        Ok(r) => r.map(|inner| (inner, started, deadline)),
                         Err(_) => Err(timed_out(false, started.elapsed())),
                     }
                 }
@@ -360,7 +363,11 @@ fn endpoint(s: &Settings, url: &str) -> Result<Endpoint> {
     let mut ep = Endpoint::from_shared(url.to_owned())
         .map_err(connect_err)?
         .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        // A peer that vanished without a reset (a partition, a frozen host)
+        // is noticed within seconds, not at the end of the call's timeout.
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT);
     if url.starts_with("https://") {
         let mut tls = ClientTlsConfig::new().with_webpki_roots();
         if let Some(pem) = &s.ca_pem {
@@ -402,11 +409,14 @@ where
         };
         let moved =
             role == Role::Evaluate && s.code() == Code::Unimplemented && replicas.buckets_only(i);
+        // The client's own timeout on one of several replicas: that one
+        // went silent; the call moves on (alone, the timeout is final).
+        let silent = timed_out_here(&s) && replicas.another_ready(i, role);
         let transient = is_transient(&s);
-        if transient {
+        if transient || silent {
             replicas.eject(i);
         }
-        if !(transient || moved) {
+        if !(transient || moved || silent) {
             return Err((Failed::Final(s), i));
         }
         if attempt > retries {
@@ -477,7 +487,9 @@ impl BucketStream {
             Err(_) if idle => timed_out(true, waited_from.elapsed()),
             Err(_) => timed_out(false, self.started.elapsed()),
         };
-        let failed = if is_transient(&status) {
+        let silent =
+            timed_out_here(&status) && self.rpc.replicas.another_ready(self.replica, Role::Any);
+        let failed = if is_transient(&status) || silent {
             self.rpc.replicas.eject(self.replica);
             Failed::Unavailable {
                 attempts: 1,
@@ -524,6 +536,12 @@ impl fmt::Display for TimedOut {
 }
 
 impl std::error::Error for TimedOut {}
+
+/// Whether `s` is this client's own timeout (a server cannot fake one: its
+/// statuses have no source).
+fn timed_out_here(s: &Status) -> bool {
+    s.source().is_some_and(|e| e.is::<TimedOut>())
+}
 
 /// Whether a retry can help: UNAVAILABLE, or an UNKNOWN or INTERNAL status
 /// that tonic made here from a broken connection (see the module docs).

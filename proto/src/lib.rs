@@ -54,6 +54,7 @@
 //! # Ok::<(), breachcheck_proto::ProtocolError>(())
 //! ```
 
+mod backend;
 mod bucket;
 mod codec;
 mod error;
@@ -74,6 +75,7 @@ pub mod pb {
 }
 
 // Exports: the whole public surface, in one list.
+pub use backend::{build_description, curve_backend, long_version};
 pub use bucket::{
     BUCKET_CONTEXT, FALSE_POSITIVE_BITS, LABEL_CONTEXT, MAX_BUCKET_BITS, MAX_LABEL_WIDTH,
     PAYLOAD_HEADER_LEN, PAYLOAD_VERSION, Payload, bucket_value, buckets_under_prefix,

@@ -15,6 +15,7 @@ mod demo;
 #[command(
     name = "breachcheck-server",
     version,
+    long_version = breachcheck_proto::long_version(env!("CARGO_PKG_VERSION")),
     about = "Serve a leaked phone-number corpus for private membership checks"
 )]
 struct Cli {

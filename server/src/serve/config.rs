@@ -132,7 +132,8 @@ impl Settings {
     ///
     /// [`ServerError::Input`] with the TOML error (unknown keys included).
     pub fn from_toml(text: &str) -> Result<Self> {
-        toml::from_str(text).map_err(|e| ServerError::Input(format!("config: {e}")))
+        // A TOML error quotes the offending line, which may hold a password.
+        toml::from_str(text).map_err(|e| ServerError::Input(redact(&format!("config: {e}"))))
     }
 
     /// Reads a TOML layer from a file.
@@ -639,6 +640,12 @@ impl Config {
                     self.max_batch, q.burst
                 )));
             }
+            if !(q.elements_per_second >= 0.0 && q.elements_per_second.is_finite()) {
+                return Err(ServerError::Input(format!(
+                    "the {who} quota needs a finite elements_per_second of at least 0 (got {})",
+                    q.elements_per_second
+                )));
+            }
             if !(q.requests_per_second > 0.0 && q.requests_per_second.is_finite())
                 || q.request_burst == 0
             {
@@ -795,6 +802,33 @@ mod tests {
     }
 
     /// See: #11 (row 7). A burst below max_batch refuses every full batch.
+    #[test]
+    fn an_element_rate_that_is_not_a_finite_number_is_refused() {
+        for rate in ["inf", "nan", "-1.0"] {
+            let text = format!(
+                "allow_anonymous = true\n[anonymous]\nelements_per_second = {rate}\n\
+                 burst = 5000\nelements_per_day = 10\nbucket_bytes_per_day = 10\n"
+            );
+            let e = Config::from_toml(&text).expect_err(rate);
+            assert!(e.to_string().contains("elements_per_second"), "{rate}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_quota_url_selects_redis_and_its_password_never_prints() {
+        let c =
+            Config::from_toml("[quota]\nurl = \"redis://:hunter2@r:6379/0\"\n").expect("config");
+        assert!(matches!(c.quota_store, QuotaStoreConfig::Redis(_)));
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let e = Config::from_toml("[quota]\nbackend = \"redis\"\n").expect_err("no url");
+        assert!(e.to_string().contains("needs a url"), "{e}");
+        let e = Config::from_toml("[quota]\nbackend = \"memory\"\nurl = \"redis://h\"\n")
+            .expect_err("both");
+        assert!(e.to_string().contains("backend is memory"), "{e}");
+        let e = Config::from_toml("[quota]\nurll = \"redis://:hunter2@h\"\n").expect_err("typo");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+
     #[test]
     fn max_batch_above_a_quota_burst_is_refused_naming_both() {
         let key = |quota: &str| {

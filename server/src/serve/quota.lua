@@ -16,9 +16,11 @@
 -- TAT): a charge of n at interval T is allowed when
 -- max(TAT, now) + n*T - burst*T <= now. Time is the Redis server's own
 -- (TIME), in integer microseconds since 2026-01-01 (an epoch offset keeps
--- every value far below 2^53, where Lua's doubles stop being exact), and
--- is stored with "%.0f" after math.ceil, never with tostring (which would
--- write 1.7e+15). Rounding up costs a caller at most 1 us a charge.
+-- times of realistic rates far below 2^53, where Lua's doubles stop being
+-- exact), and is stored with "%.0f" after math.ceil, never with tostring
+-- (which would write 1.7e+15). Rounding up costs a caller at most 1 us a
+-- charge, so a rate above 10^6 a second (an interval below that
+-- resolution) acts as about 10^6 a second.
 --
 -- The hash: rt, et = request and element TATs; day = UTC day number of the
 -- counters e (elements) and b (bucket bytes). Its TTL runs to the later of
@@ -31,12 +33,34 @@ local now = (sec - EPOCH) * 1000000 + tonumber(t[2])
 local day = math.floor(sec / 86400)
 local to_midnight_us = ((day + 1) * 86400 - sec) * 1000000 - tonumber(t[2])
 
+-- Every argument is read and checked before anything is written: Redis
+-- does not roll back a script that fails half-way.
+local op = ARGV[1]
+local arity = ({request = 7, elements = 5, bytes = 3})[op]
+if not arity or #ARGV ~= arity then
+  return redis.error_reply('breachcheck quota: bad operation or arity')
+end
+local a = {}
+for i = 2, arity do
+  a[i] = tonumber(ARGV[i])
+  if not a[i] or a[i] < 0 or a[i] ~= a[i] then
+    return redis.error_reply('breachcheck quota: bad argument ' .. i)
+  end
+end
+
 local h = redis.call('HMGET', KEYS[1], 'rt', 'et', 'day', 'e', 'b')
-local rt = tonumber(h[1]) or 0
-local et = tonumber(h[2]) or 0
+-- A key never charged is full: its TATs are now (not the epoch, which a
+-- clock before 2026 would put in the future).
+local rt = tonumber(h[1]) or now
+local et = tonumber(h[2]) or now
 local e = tonumber(h[4]) or 0
 local b = tonumber(h[5]) or 0
-if tonumber(h[3]) ~= day then
+local stored_day = tonumber(h[3])
+if stored_day and stored_day > day then
+  -- The clock stepped back across midnight (an NTP step, a failover to a
+  -- lagging replica): keep the later day and its counters, never reset twice.
+  day = stored_day
+elseif stored_day ~= day then
   e = 0
   b = 0
 end
@@ -60,15 +84,15 @@ local function save()
     'rt', string.format('%.0f', rt), 'et', string.format('%.0f', et),
     'day', string.format('%.0f', day),
     'e', string.format('%.0f', e), 'b', string.format('%.0f', b))
-  local ttl = math.max(to_midnight_us, rt - now, et - now)
+  -- At most 400 days: PEXPIRE refuses what overflows its milliseconds.
+  local ttl = math.min(math.max(to_midnight_us, rt - now, et - now), 400 * 86400 * 1000000)
   redis.call('PEXPIRE', KEYS[1], string.format('%.0f', ms(ttl) + 1000))
 end
 
-local op = ARGV[1]
 if op == 'request' then
-  local ri, rb = tonumber(ARGV[2]), tonumber(ARGV[3])
-  local is_eval = ARGV[4] == '1'
-  local ei, eb, per_day = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+  local ri, rb = a[2], a[3]
+  local is_eval = a[4] == 1
+  local ei, eb, per_day = a[5], a[6], a[7]
   local new, wait = gcra(rt, 1, ri, rb)
   if not new then
     return {1, ms(wait)}
@@ -86,7 +110,7 @@ if op == 'request' then
   end
   return {0, 0}
 elseif op == 'elements' then
-  local n, ei, eb, per_day = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+  local n, ei, eb, per_day = a[2], a[3], a[4], a[5]
   if n > eb then
     return {5, ms(to_midnight_us)}
   end
@@ -102,7 +126,7 @@ elseif op == 'elements' then
   save()
   return {0, 0}
 elseif op == 'bytes' then
-  local n, cap = tonumber(ARGV[2]), tonumber(ARGV[3])
+  local n, cap = a[2], a[3]
   if b + n > cap then
     return {4, ms(to_midnight_us)}
   end
@@ -110,4 +134,4 @@ elseif op == 'bytes' then
   save()
   return {0, 0}
 end
-return redis.error_reply('breachcheck quota: unknown operation')
+return redis.error_reply('breachcheck quota: unreachable')

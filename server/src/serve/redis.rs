@@ -58,14 +58,34 @@ impl fmt::Debug for RedisSettings {
     }
 }
 
-/// `url` without its password, for logs.
-pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://<redacted>@{}", &url[..scheme], &url[at + 1..])
+/// `text` with the credentials of every URL in it masked, for logs and
+/// errors: the `user:password@` part, and a query (where `redis+unix://`
+/// URLs carry `?pass=`).
+pub(crate) fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (before, after) = rest.split_at(i + 3);
+        out.push_str(before);
+        let end = after
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`'))
+            .unwrap_or(after.len());
+        let (url, tail) = after.split_at(end);
+        let url = match url.rfind('@') {
+            Some(at) => format!("<redacted>@{}", &url[at + 1..]),
+            None => url.to_owned(),
+        };
+        match url.find('?') {
+            Some(q) => {
+                out.push_str(&url[..q]);
+                out.push_str("?<redacted>");
+            }
+            None => out.push_str(&url),
         }
-        _ => url.to_owned(),
+        rest = tail;
     }
+    out.push_str(rest);
+    out
 }
 
 /// Quota state in Redis, shared by every replica that points at it.
@@ -129,13 +149,16 @@ impl RedisQuotas {
         let mut conn = self.conn.clone();
         let reply = tokio::time::timeout(
             self.settings.timeout,
-            invocation.invoke_async::<(u8, u64)>(&mut conn),
+            invocation.invoke_async::<(i64, i64)>(&mut conn),
         )
         .await;
         let (code, retry_ms) = match reply {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => return Err(self.unavailable(&e.to_string())),
             Err(_) => return Err(self.unavailable("no answer within the quota timeout")),
+        };
+        let Ok(retry_ms) = u64::try_from(retry_ms) else {
+            return Err(self.unavailable("a negative retry time from the script"));
         };
         let retry_after = Duration::from_millis(retry_ms.max(1));
         let limit = match code {
@@ -224,6 +247,14 @@ mod tests {
             "redis://<redacted>@redis:6379/0"
         );
         assert_eq!(redact("redis://redis:6379"), "redis://redis:6379");
+        assert_eq!(
+            redact("redis+unix:///run/r.sock?db=0&pass=hunter2"),
+            "redis+unix:///run/r.sock?<redacted>"
+        );
+        // A TOML error quotes the offending line.
+        let e = "line 3: urll = \"redis://:hunter2@h:6379\" unknown field";
+        assert!(!redact(e).contains("hunter2"), "{}", redact(e));
+        assert!(redact(e).contains("unknown field"));
         let s = RedisSettings {
             url: "redis://:hunter2@h/0".into(),
             key_prefix: "p:".into(),

@@ -631,3 +631,45 @@ async fn a_stream_broken_mid_answer_is_resumed() {
     assert!(asked[1].iter().all(|p| asked[0].contains(p)));
     server.stop().await;
 }
+
+/// A replica that goes silent (SIGSTOP: the connection stays open and
+/// nothing comes back) costs the calls sent to it their timeout and one
+/// retry elsewhere, not the check.
+#[test]
+fn a_silent_replica_is_failed_over() {
+    let f = fixture();
+    let dir = TempDir::new("silent");
+    let (config, token) = replica_config(&dir, None, GENEROUS);
+    let replicas: Vec<Replica> = (0..3)
+        .map(|_| Replica::start(&config, &f.index, Some(&f.key), &[]))
+        .collect();
+    let urls: Vec<String> = replicas.iter().map(Replica::url).collect();
+    let mut batch: Vec<String> = f.non_members.iter().take(4000).cloned().collect();
+    batch.extend(f.members.iter().take(2000).cloned());
+    let numbers = dir.join("q.txt");
+    std::fs::write(&numbers, batch.join("\n")).expect("write");
+    let pid = replicas[1].child.id().to_string();
+    let stop = Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .expect("kill");
+    assert!(stop.success());
+    let started = Instant::now();
+    let out = check_cli(&urls, &token, &numbers)
+        .args(["--timeout", "3"])
+        .output()
+        .expect("client");
+    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let found = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("\"found\":true"))
+        .count();
+    assert_eq!(found, 2000, "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+}
