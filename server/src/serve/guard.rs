@@ -123,6 +123,7 @@ where
     fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
         let conn = req.extensions().get::<ConnInfo>().cloned();
         let in_flight = conn.as_ref().map(ConnInfo::request_started);
+        let refusals = conn.clone();
         if let Some(c) = conn {
             // What tonic's own TCP incoming provides: `Request::remote_addr`.
             req.extensions_mut().insert(TcpConnectInfo {
@@ -148,7 +149,13 @@ where
                 .await
             {
                 Ok(caller) => caller,
-                Err(r) => return Ok(track(refuse(&metrics, r), in_flight)),
+                Err(r) => {
+                    // Redis down is not the caller's doing.
+                    if let (Some(c), false) = (&refusals, matches!(r, Refusal::QuotaUnavailable)) {
+                        c.refused();
+                    }
+                    return Ok(track(refuse(&metrics, r), in_flight));
+                }
             };
             let entered = Arc::new(AtomicBool::new(false));
             req.extensions_mut().insert(Admitted {
@@ -161,6 +168,9 @@ where
             let resp = if !entered.load(Ordering::SeqCst)
                 && answer_code(resp.headers()) == tonic::Code::Internal
             {
+                if let Some(c) = &refusals {
+                    c.refused();
+                }
                 refuse(&metrics, Refusal::MalformedRequest)
             } else {
                 resp

@@ -222,7 +222,7 @@ impl Metrics {
             }
         }
         out.push_str(
-            "# HELP breachcheck_connections_timed_out_total Connections closed for having no request in flight, by phase (handshake: none since accept; idle: none since the last).\n",
+            "# HELP breachcheck_connections_timed_out_total Connections closed by the server, by phase (handshake: no request since accept; idle: none since the last; refusals: too many calls refused on it).\n",
         );
         out.push_str("# TYPE breachcheck_connections_timed_out_total counter\n");
         if let Ok(m) = self.connections_timed_out.lock() {

@@ -24,7 +24,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
@@ -175,7 +175,17 @@ pub(crate) struct ConnState {
     /// The connection task, woken when the last request ends so that it
     /// arms the idle deadline.
     reader: Mutex<Option<Waker>>,
+    /// Calls refused at admission on this connection.
+    refused: AtomicU32,
 }
+
+/// Calls a connection may have refused at admission (no or a bad key, a
+/// spent quota, an undecodable message) before it is closed: a flood of
+/// refused calls then costs its sender a new connection every
+/// `REFUSAL_BUDGET` calls, and the calls it queued behind them are dropped
+/// unread instead of answered one by one ahead of other connections' work.
+/// An honest client is refused a few times at most and reconnects anyway.
+pub(crate) const REFUSAL_BUDGET: u32 = 32;
 
 /// Why a connection was closed by its deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,6 +194,8 @@ pub(crate) enum Expiry {
     Handshake,
     /// No request arrived within `idle_timeout` of the last one.
     Idle,
+    /// [`REFUSAL_BUDGET`] calls were refused on it.
+    Refusals,
 }
 
 impl Expiry {
@@ -192,6 +204,7 @@ impl Expiry {
         match self {
             Expiry::Handshake => "handshake",
             Expiry::Idle => "idle",
+            Expiry::Refusals => "refusals",
         }
     }
 }
@@ -204,7 +217,13 @@ impl ConnState {
             started: AtomicBool::new(false),
             idle_since: Mutex::new(Instant::now()),
             reader: Mutex::new(None),
+            refused: AtomicU32::new(0),
         }
+    }
+
+    /// Whether the connection has spent its [`REFUSAL_BUDGET`].
+    fn doomed(&self) -> bool {
+        self.refused.load(Ordering::SeqCst) >= REFUSAL_BUDGET
     }
 
     /// When the connection expires, if no request is in flight.
@@ -248,6 +267,22 @@ pub(crate) struct ConnInfo {
 }
 
 impl ConnInfo {
+    /// Counts a call refused at admission; the one that spends the
+    /// [`REFUSAL_BUDGET`] wakes the connection task, which then closes it.
+    pub(crate) fn refused(&self) {
+        if self.state.refused.fetch_add(1, Ordering::SeqCst) + 1 == REFUSAL_BUDGET {
+            let waker = self
+                .state
+                .reader
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
+    }
+
     /// Counts a request in flight on this connection until the guard drops.
     pub(crate) fn request_started(&self) -> RequestGuard {
         self.state.active.fetch_add(1, Ordering::SeqCst);
@@ -322,7 +357,7 @@ impl Conn {
         if !self.expired {
             self.expired = true;
             self.slot.metrics.connection_timed_out(why);
-            tracing::debug!(peer = ?self.remote, phase = why.name(), "closing a connection without requests");
+            tracing::debug!(peer = ?self.remote, phase = why.name(), "closing a connection (its deadline passed or its refusals are spent)");
         }
         Poll::Ready(Err(io::Error::new(
             io::ErrorKind::TimedOut,
@@ -351,6 +386,11 @@ impl AsyncRead for Conn {
         let this = self.get_mut();
         // Register before looking, so a request ending in between wakes us.
         this.state.register(cx.waker());
+        if this.state.doomed() {
+            // Whatever the peer queued behind its refused calls is dropped
+            // unread.
+            return this.expire(Expiry::Refusals);
+        }
         if let Poll::Ready(r) = Pin::new(&mut this.io).poll_read(cx, buf) {
             this.fresh = true;
             return Poll::Ready(r);
