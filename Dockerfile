@@ -35,12 +35,13 @@ ARG RUNTIME_IMAGE=debian:bookworm-slim
 # --- builder -------------------------------------------------------------------
 FROM ${RUST_IMAGE} AS builder
 
-# Extra rustc flags, empty by default: the image runs on any x86-64 (or
-# aarch64) CPU. curve25519-dalek still picks its fastest backend at run time
-# (AVX-512 IFMA, else AVX2, else serial; .cargo/config.toml compiles the IFMA
-# backend in). For a per-microarchitecture image (issue #13), pass e.g.
-#   --build-arg RUSTFLAGS="-C target-cpu=sapphirerapids"   (or x86-64-v4, znver4)
-# and run that image only on such CPUs: it dies with SIGILL elsewhere.
+# Fast on every CPU (issue #13): on x86-64 the binaries are built three
+# times, for x86-64-v4 with AVX-512 IFMA, for x86-64-v3 (AVX2) and portable,
+# and deploy/cpu-dispatch starts the fastest one the CPU can run (the
+# workspace's own default, `-C target-cpu=native`, would tie the image to the
+# build host's CPU). Elsewhere one portable build. Extra rustc flags for
+# every build (empty by default), e.g. for a single-CPU image:
+#   --build-arg RUSTFLAGS="-C target-cpu=sapphirerapids"
 ARG RUSTFLAGS=""
 # Set for a reproducible build (seconds since the epoch; e.g. the last
 # commit's time). Declared so that BuildKit sees it in this stage too.
@@ -53,24 +54,33 @@ WORKDIR /src
 # .dockerignore keeps target/, fuzz/ and any key or index out of the context.
 COPY . .
 
-# Cargo reads a RUSTFLAGS variable, even an empty one, *instead of* the
-# workspace's .cargo/config.toml rustflags, which would silently drop the
-# IFMA backend. So the build arg goes in CARGO_TARGET_<host>_RUSTFLAGS, which
-# Cargo joins with the config's flags, and RUSTFLAGS itself is unset.
+# Each build sets RUSTFLAGS, which replaces the workspace's
+# .cargo/config.toml flags (target-cpu=native) entirely; the dalek cfg that
+# compiles its IFMA backend in is passed again with them.
 #
 # The registry and target directories are BuildKit caches (faster rebuilds;
 # they do not end up in the image), so the binaries are copied out.
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
     set -eu; \
-    if [ -n "${RUSTFLAGS}" ]; then \
-        host="$(rustc -vV | sed -n 's/^host: //p' | tr 'a-z-' 'A-Z_')"; \
-        export "CARGO_TARGET_${host}_RUSTFLAGS=${RUSTFLAGS}"; \
-    fi; \
+    extra="${RUSTFLAGS}"; \
     unset RUSTFLAGS; \
-    cargo build --release --locked -p breachcheck-server -p breachcheck-client; \
-    mkdir -p /out; \
-    cp target/release/breachcheck-server target/release/breachcheck /out/
+    build() { \
+        variant="$1"; shift; \
+        RUSTFLAGS="$* ${extra}" cargo build --release --locked \
+            --target-dir "target/${variant}" -p breachcheck-server -p breachcheck-client; \
+        mkdir -p "/out/${variant}"; \
+        cp "target/${variant}/release/breachcheck-server" "target/${variant}/release/breachcheck" "/out/${variant}/"; \
+    }; \
+    dalek='--cfg curve25519_dalek_backend="avx512"'; \
+    if [ "$(uname -m)" = x86_64 ]; then \
+        build portable "${dalek}"; \
+        build x86-64-v3 "-C target-cpu=x86-64-v3 ${dalek}"; \
+        build x86-64-v4-ifma "-C target-cpu=x86-64-v4 -C target-feature=+avx512ifma ${dalek}"; \
+    else \
+        build portable ""; \
+    fi; \
+    cp deploy/cpu-dispatch /out/cpu-dispatch
 
 # --- runtime -------------------------------------------------------------------
 # glibc (the server calls malloc_trim) and bash (compose health checks, and
@@ -90,7 +100,11 @@ RUN set -eu; \
     mkdir -p /etc/breachcheck /var/lib/breachcheck /run/secrets; \
     chmod 0755 /etc/breachcheck /var/lib/breachcheck
 
-COPY --from=builder /out/breachcheck-server /out/breachcheck /usr/local/bin/
+# The builds, and the launcher that picks one (`breachcheck-server --version`
+# names the curve backend and CPU features in use).
+COPY --from=builder /out/ /usr/local/libexec/breachcheck/
+RUN ln -s ../libexec/breachcheck/cpu-dispatch /usr/local/bin/breachcheck-server && \
+    ln -s ../libexec/breachcheck/cpu-dispatch /usr/local/bin/breachcheck
 
 # Mount points (read-only at run time; nothing is declared a VOLUME, so no
 # anonymous volume is ever created behind the operator's back):

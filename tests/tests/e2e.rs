@@ -832,6 +832,7 @@ mod abuse;
 mod binaries;
 mod corpus;
 mod deploy;
+mod dispatch;
 mod index;
 mod integrity;
 mod lying;

@@ -97,7 +97,7 @@ fn main() {
 #[derive(Default)]
 struct Report {
     cores: usize,
-    backend: &'static str,
+    backend: String,
     smul: f64,
     decompress: f64,
     h2g: f64,
@@ -649,18 +649,10 @@ fn grpc_figures(addr: &str) -> GrpcFig {
     })
 }
 
-fn backend() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx512ifma") && std::is_x86_feature_detected!("avx512vl")
-        {
-            return "AVX-512 IFMA (compiled in, chosen at run time)";
-        }
-        if std::is_x86_feature_detected!("avx2") {
-            return "AVX2 (IFMA compiled in but this CPU lacks AVX-512 IFMA)";
-        }
-    }
-    "serial (portable)"
+/// The curve backend in use and the CPU features compiled in and present
+/// (the line `--version` prints).
+fn backend() -> String {
+    breachcheck_proto::build_description()
 }
 
 fn human_bytes(b: u64) -> String {
@@ -690,7 +682,7 @@ impl Report {
              since absolute times drift on these shared 2-core machines.\n"
         );
         let _ = writeln!(s, "* cores: {}", self.cores);
-        let _ = writeln!(s, "* curve25519-dalek backend: {}\n", self.backend);
+        let _ = writeln!(s, "* {}\n", self.backend);
         let _ = writeln!(s, "## Primitive floors (one core)\n");
         let _ = writeln!(s, "| primitive | µs |\n|---|---|");
         let _ = writeln!(
