@@ -387,6 +387,37 @@ fn replica_config(dir: &TempDir, redis: Option<&Redis>, quota: &str) -> (PathBuf
     (path, token)
 }
 
+/// `n` evaluators of the shared fixture under `config`, and their URLs.
+fn evaluators(n: usize, config: &Path) -> (Vec<Replica>, Vec<String>) {
+    let f = fixture();
+    let replicas: Vec<Replica> = (0..n)
+        .map(|_| Replica::start(config, &f.index, Some(&f.key), &[]))
+        .collect();
+    let urls = replicas.iter().map(Replica::url).collect();
+    (replicas, urls)
+}
+
+/// A file of `first` then `then`, one number a line.
+fn numbers_file(dir: &TempDir, first: &[String], then: &[String]) -> PathBuf {
+    let path = dir.join("q.txt");
+    std::fs::write(&path, [first, then].concat().join("\n")).expect("write");
+    path
+}
+
+/// A CLI check that answered all `checked` numbers (JSON lines) and found
+/// exactly `found`: exit 1, nothing short.
+fn assert_complete(out: &std::process::Output, checked: usize, found: usize) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), checked, "{stderr}");
+    let hits = stdout
+        .lines()
+        .filter(|l| l.contains("\"found\":true"))
+        .count();
+    assert_eq!(hits, found, "{stderr}");
+}
+
 fn check_cli(urls: &[String], token: &str, file: &Path) -> Command {
     let mut c = Command::new(binary("breachcheck"));
     c.args(["check", "--server", &urls.join(",")])
@@ -419,14 +450,8 @@ fn three_replicas_share_a_quota_that_survives_kill_9() {
         "elements_per_second = 1e6\nburst = 500\nelements_per_day = 2500\n\
          bucket_bytes_per_day = 100000000000\nrequests_per_second = 1e6\nrequest_burst = 1000000\n",
     );
-    let replicas: Vec<Replica> = (0..3)
-        .map(|_| Replica::start(&config, &f.index, Some(&f.key), &[]))
-        .collect();
-    let urls: Vec<String> = replicas.iter().map(Replica::url).collect();
-    let numbers = dir.join("q.txt");
-    let mut batch: Vec<String> = f.members.iter().take(2000).cloned().collect();
-    batch.extend(f.non_members.iter().take(2000).cloned());
-    std::fs::write(&numbers, batch.join("\n")).expect("write");
+    let (replicas, urls) = evaluators(3, &config);
+    let numbers = numbers_file(&dir, &f.members[..2000], &f.non_members[..2000]);
     let out = check_cli(&urls, &token, &numbers).output().expect("client");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
@@ -447,10 +472,7 @@ fn three_replicas_share_a_quota_that_survives_kill_9() {
     );
     // kill -9 every replica; restart them all: the day is still spent.
     drop(replicas);
-    let replicas: Vec<Replica> = (0..3)
-        .map(|_| Replica::start(&config, &f.index, Some(&f.key), &[]))
-        .collect();
-    let urls: Vec<String> = replicas.iter().map(Replica::url).collect();
+    let (replicas, urls) = evaluators(3, &config);
     std::fs::write(&numbers, &f.members[0]).expect("write");
     let out = check_cli(&urls, &token, &numbers).output().expect("client");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -474,14 +496,8 @@ fn a_replica_killed_mid_check_costs_a_retry() {
     let redis = Redis::start(None);
     let dir = TempDir::new("failover");
     let (config, token) = replica_config(&dir, Some(&redis), GENEROUS);
-    let mut replicas: Vec<Replica> = (0..3)
-        .map(|_| Replica::start(&config, &f.index, Some(&f.key), &[]))
-        .collect();
-    let urls: Vec<String> = replicas.iter().map(Replica::url).collect();
-    let mut batch: Vec<String> = f.non_members.iter().take(6000).cloned().collect();
-    batch.extend(f.members.iter().take(3000).cloned());
-    let numbers = dir.join("q.txt");
-    std::fs::write(&numbers, batch.join("\n")).expect("write");
+    let (mut replicas, urls) = evaluators(3, &config);
+    let numbers = numbers_file(&dir, &f.non_members[..6000], &f.members[..3000]);
     let mut cmd = check_cli(&urls, &token, &numbers);
     let client = cmd.spawn().expect("client");
     // Kill one as soon as it has evaluated something.
@@ -492,15 +508,7 @@ fn a_replica_killed_mid_check_costs_a_retry() {
     }
     replicas[1].kill_9();
     let out = client.wait_with_output().expect("wait");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    let found = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains("\"found\":true"))
-        .count();
-    assert_eq!(found, 3000, "{stderr}");
-    let checked = String::from_utf8_lossy(&out.stdout).lines().count();
-    assert_eq!(checked, 9000);
+    assert_complete(&out, 9000, 3000);
 }
 
 /// Two evaluators and a bucket-only replica (no key) given to one client:
@@ -640,14 +648,8 @@ fn a_silent_replica_is_failed_over() {
     let f = fixture();
     let dir = TempDir::new("silent");
     let (config, token) = replica_config(&dir, None, GENEROUS);
-    let replicas: Vec<Replica> = (0..3)
-        .map(|_| Replica::start(&config, &f.index, Some(&f.key), &[]))
-        .collect();
-    let urls: Vec<String> = replicas.iter().map(Replica::url).collect();
-    let mut batch: Vec<String> = f.non_members.iter().take(4000).cloned().collect();
-    batch.extend(f.members.iter().take(2000).cloned());
-    let numbers = dir.join("q.txt");
-    std::fs::write(&numbers, batch.join("\n")).expect("write");
+    let (replicas, urls) = evaluators(3, &config);
+    let numbers = numbers_file(&dir, &f.non_members[..4000], &f.members[..2000]);
     let pid = replicas[1].child.id().to_string();
     let stop = Command::new("kill")
         .args(["-STOP", &pid])
@@ -660,13 +662,7 @@ fn a_silent_replica_is_failed_over() {
         .output()
         .expect("client");
     let _ = Command::new("kill").args(["-CONT", &pid]).status();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    let found = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains("\"found\":true"))
-        .count();
-    assert_eq!(found, 2000, "{stderr}");
+    assert_complete(&out, 6000, 2000);
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "took {:?}",
