@@ -572,13 +572,7 @@ impl ServerKey {
             return Err(ProtocolError::BatchLengthMismatch);
         }
         // ComputeCompositesFast: M = Σ d_i·C_i over public data, Z = k·M.
-        let d = composite_weights(
-            self.mode,
-            &self.composite_seed,
-            blinded.iter().map(|b| &b.0.bytes),
-            evaluated.iter().map(|e| &e.0.bytes),
-        );
-        let m = RistrettoPoint::vartime_multiscalar_mul(&d, blinded.iter().map(|b| b.0.point));
+        let m = composite_m(self.mode, &self.composite_seed, blinded, evaluated);
         let z = m * self.sk;
         // t2 = r·A, t3 = r·M (r is secret: constant-time).
         let t2 = RistrettoPoint::mul_base(r);
@@ -645,7 +639,48 @@ fn composite_seed(mode: Mode, pk: &PublicKey) -> [u8; 64] {
     h.finalize().into()
 }
 
-/// The composite weights of ComputeComposites (RFC 9497 §2.2.1):
+/// `M = Σ d_i·C_i` of ComputeCompositesFast (RFC 9497 §2.2.1), over public
+/// data (variable time). With the `parallel` feature, a large batch is cut
+/// into one slice per rayon thread, each hashing its `d_i` and computing its
+/// partial sum; the sum of the parts is the same point.
+fn composite_m(
+    mode: Mode,
+    seed: &[u8; 64],
+    blinded: &[BlindedElement],
+    evaluated: &[EvaluatedElement],
+) -> RistrettoPoint {
+    let part = |start: usize, b: &[BlindedElement], e: &[EvaluatedElement]| {
+        let d = composite_weights(
+            mode,
+            seed,
+            start,
+            b.iter().map(|b| &b.0.bytes),
+            e.iter().map(|e| &e.0.bytes),
+        );
+        RistrettoPoint::vartime_multiscalar_mul(&d, b.iter().map(|b| b.0.point))
+    };
+    #[cfg(feature = "parallel")]
+    {
+        use curve25519_dalek::traits::Identity;
+        use rayon::prelude::*;
+        // Below this, one thread is faster than splitting.
+        const MIN_PART: usize = 128;
+        let parts = rayon::current_num_threads().min(blinded.len() / MIN_PART);
+        if parts > 1 {
+            let size = blinded.len().div_ceil(parts);
+            return blinded
+                .par_chunks(size)
+                .zip(evaluated.par_chunks(size))
+                .enumerate()
+                .map(|(i, (b, e))| part(i * size, b, e))
+                .reduce(RistrettoPoint::identity, |a, b| a + b);
+        }
+    }
+    part(0, blinded, evaluated)
+}
+
+/// The composite weights of ComputeComposites (RFC 9497 §2.2.1), for the
+/// elements at `start..` of the batch:
 ///
 /// ```text
 /// d_i = HashToScalar(LP(seed) || I2OSP(i, 2) || LP(Ser(C[i])) || LP(Ser(D[i])) || "Composite")
@@ -653,6 +688,7 @@ fn composite_seed(mode: Mode, pk: &PublicKey) -> [u8; 64] {
 fn composite_weights<'a>(
     mode: Mode,
     seed: &[u8; 64],
+    start: usize,
     c: impl Iterator<Item = &'a [u8; 32]>,
     d: impl Iterator<Item = &'a [u8; 32]>,
 ) -> Vec<Scalar> {
@@ -661,7 +697,7 @@ fn composite_weights<'a>(
         .enumerate()
         .map(|(i, (ci, di))| {
             // i < MAX_PROOF_BATCH is checked by every caller.
-            let index = (i as u16).to_be_bytes();
+            let index = ((start + i) as u16).to_be_bytes();
             hash_to_scalar(
                 &[
                     &[0, 64],
@@ -721,6 +757,7 @@ fn verify_proof(
     let d = composite_weights(
         mode,
         &seed,
+        0,
         blinded.iter().map(|b| &b.0.bytes),
         evaluated.iter().map(|e| &e.0.bytes),
     );

@@ -469,3 +469,35 @@ proptest! {
         prop_assert_eq!(out, key.evaluate_batch(&inputs).expect("evaluate"));
     }
 }
+
+/// The composite of a large batch split over the rayon pool (the server's
+/// `parallel` feature) is the serial one, and its proof verifies: the split
+/// keeps each element's index `i` in its weight `d_i`.
+#[test]
+fn a_split_composite_is_the_serial_one() {
+    let mut rng = rand::rng();
+    let key = ServerKey::random(Mode::Voprf, &mut rng);
+    let inputs: Vec<Vec<u8>> = (0..1000)
+        .map(|i| format!("+86138{i:08}").into_bytes())
+        .collect();
+    let (_, blinded) = blind_batch(Mode::Voprf, &inputs, &mut rng).expect("blind");
+    let evaluated = key.blind_evaluate_elements(&blinded);
+    let seed = composite_seed(Mode::Voprf, key.public_key());
+    let d = composite_weights(
+        Mode::Voprf,
+        &seed,
+        0,
+        blinded.iter().map(|b| &b.0.bytes),
+        evaluated.iter().map(|e| &e.0.bytes),
+    );
+    let serial = RistrettoPoint::vartime_multiscalar_mul(&d, blinded.iter().map(|b| b.0.point));
+    assert_eq!(
+        composite_m(Mode::Voprf, &seed, &blinded, &evaluated),
+        serial
+    );
+    let proof = key
+        .generate_proof(&blinded, &evaluated, &mut rng)
+        .expect("proof");
+    verify_proof(Mode::Voprf, key.public_key(), &blinded, &evaluated, &proof)
+        .expect("the split proof verifies");
+}
