@@ -377,6 +377,14 @@ impl Client {
                 }
             }
             f = &mut fetching => match f {
+                // The index changed: the caller refetches IndexInfo and looks
+                // up again. An evaluation in flight is still paid for, so
+                // keep its verified outputs (same key) rather than drop
+                // them and be charged twice.
+                Err(err) if err.is_stale_index() => {
+                    outputs.extend(evaluating.await.outputs);
+                    return Err(err);
+                }
                 Err(err) => return Err(err),
                 ok => (evaluating.await, Some(ok)),
             },

@@ -938,7 +938,12 @@ impl BreachCheck for FlakyBuckets {
         &self,
         r: Request<EvaluateRequest>,
     ) -> Result<Response<pb::EvaluateResponse>, Status> {
-        self.inner.evaluate(r).await
+        // Charged now, answered after the bucket refusal has reached the
+        // client: the order a loaded machine once produced, which made the
+        // client drop a paid evaluation and be charged again.
+        let answer = self.inner.evaluate(r).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        answer
     }
 
     type GetBucketsStream = <Service as BreachCheck>::GetBucketsStream;
@@ -948,6 +953,8 @@ impl BreachCheck for FlakyBuckets {
         r: Request<GetBucketsRequest>,
     ) -> Result<Response<Self::GetBucketsStream>, Status> {
         if !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            // After the Evaluate has been sent (and charged).
+            tokio::time::sleep(Duration::from_millis(100)).await;
             return Err(Status::failed_precondition("index_id is stale"));
         }
         self.inner.get_buckets(r).await
