@@ -23,13 +23,22 @@ pub(crate) const HIST_BITS: u32 = 20;
 /// Largest k chosen automatically.
 const AUTO_MAX_BITS: u32 = HIST_BITS;
 
-/// Chooses k: among the k whose mean bucket holds 1,024 to 16,384 entries ("a
-/// few thousand"), the one with the smallest estimated file; 0 for a corpus
-/// too small for any (under 1,024 numbers). The estimate is exact about
-/// padding (from the histogram) and models a Golomb code at
-/// `log2(2^f / P) + 1.5` bits per entry.
+/// The estimated file size, in bytes per entry, that the choice of k may
+/// spend to make buckets (what a lookup downloads) smaller.
+const AUTO_BYTES_PER_ENTRY: f64 = 4.4;
+
+/// Chooses k for the bytes a lookup downloads (#13): among the k whose mean
+/// bucket holds 1,024 to 16,384 entries ("a few thousand"), the largest
+/// (smallest buckets) whose estimated file stays within
+/// [`AUTO_BYTES_PER_ENTRY`], or, if none does, the one with the smallest
+/// file; 0 for a corpus too small for any (under 1,024 numbers). The
+/// estimate is exact about padding (from the histogram) and models a Golomb
+/// code at `log2(2^f / P) + 1.5` bits per entry. Smaller buckets cost a
+/// little padding (the fullest bucket sets every bucket's size) and save
+/// fingerprint bits; at 1M numbers this picks buckets of a few thousand
+/// entries (a few kB to 17 kB) where the smallest file had 15,000 (66 kB).
 pub(crate) fn choose_bucket_bits(hist: &[u32], distinct: u64) -> u32 {
-    let mut best: Option<(f64, u32)> = None;
+    let mut sizes = Vec::new();
     for k in 0..=AUTO_MAX_BITS {
         let mean = distinct as f64 / (1u64 << k) as f64;
         if !(1024.0..=16384.0).contains(&mean) {
@@ -45,11 +54,21 @@ pub(crate) fn choose_bucket_bits(hist: &[u32], distinct: u64) -> u32 {
         let f = fingerprint_bits_for(p);
         let bits = f64::from(f) - f64::from(p).log2() + 1.5;
         let size = (1u64 << k) as f64 * (f64::from(p) * bits / 8.0 + 32.0);
-        if best.is_none_or(|(s, _)| size < s) {
-            best = Some((size, k));
-        }
+        sizes.push((k, size));
     }
-    best.map_or(0, |(_, k)| k)
+    let budget = AUTO_BYTES_PER_ENTRY * distinct as f64;
+    sizes
+        .iter()
+        .filter(|&&(_, size)| size <= budget)
+        .map(|&(k, _)| k)
+        .max()
+        .or_else(|| {
+            sizes
+                .iter()
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+                .map(|&(k, _)| k)
+        })
+        .unwrap_or(0)
 }
 
 /// Real entries per k-bucket, from the histogram when `k ≤ HIST_BITS`, else
@@ -160,4 +179,37 @@ fn encode_bucket(
         labels.extend_from_slice(&l.to_le_bytes()[..w]);
     }
     encode_payload(&fps, &labels, label_width, f, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A histogram of `n` numbers spread evenly over its 2^20 cells.
+    fn even(n: u64) -> Vec<u32> {
+        let cells = 1u64 << HIST_BITS;
+        (0..cells)
+            .map(|i| ((n * (i + 1)) / cells - (n * i) / cells) as u32)
+            .collect()
+    }
+
+    #[test]
+    fn k_is_chosen_for_small_downloads_within_the_size_budget() {
+        // 1M numbers: buckets of 4,000 or fewer (k ≥ 8; an even histogram
+        // needs no padding, so k = 9 fits the budget), not the 15,600
+        // (k = 6) of the smallest file.
+        let k = choose_bucket_bits(&even(1_000_000), 1_000_000);
+        assert!(k >= 8, "k {k}");
+        // Too few for buckets of 1,024: one bucket.
+        assert_eq!(choose_bucket_bits(&even(1000), 1000), 0);
+        // Every candidate within 1,024..=16,384 entries a bucket.
+        for n in [5_000u64, 100_000, 10_000_000, 50_000_000] {
+            let k = choose_bucket_bits(&even(n), n);
+            let mean = n as f64 / (1u64 << k) as f64;
+            assert!(
+                (1024.0..=16384.0).contains(&mean),
+                "{n}: k {k}, mean {mean}"
+            );
+        }
+    }
 }
