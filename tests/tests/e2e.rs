@@ -124,12 +124,9 @@ struct Liar {
 }
 
 #[tonic::async_trait]
-impl BreachCheck for Liar {
-    async fn get_index_info(
-        &self,
-        r: Request<GetIndexInfoRequest>,
-    ) -> Result<Response<pb::IndexInfo>, Status> {
-        self.inner.get_index_info(r).await
+impl Twist for Liar {
+    fn honest(&self) -> &Service {
+        &self.inner
     }
 
     async fn evaluate(
@@ -164,15 +161,6 @@ impl BreachCheck for Liar {
             }
         }
         Ok(Response::new(resp))
-    }
-
-    type GetBucketsStream = <Service as BreachCheck>::GetBucketsStream;
-
-    async fn get_buckets(
-        &self,
-        r: Request<GetBucketsRequest>,
-    ) -> Result<Response<Self::GetBucketsStream>, Status> {
-        self.inner.get_buckets(r).await
     }
 }
 
@@ -926,12 +914,9 @@ struct FlakyBuckets {
 }
 
 #[tonic::async_trait]
-impl BreachCheck for FlakyBuckets {
-    async fn get_index_info(
-        &self,
-        r: Request<GetIndexInfoRequest>,
-    ) -> Result<Response<pb::IndexInfo>, Status> {
-        self.inner.get_index_info(r).await
+impl Twist for FlakyBuckets {
+    fn honest(&self) -> &Service {
+        &self.inner
     }
 
     async fn evaluate(
@@ -946,12 +931,10 @@ impl BreachCheck for FlakyBuckets {
         answer
     }
 
-    type GetBucketsStream = <Service as BreachCheck>::GetBucketsStream;
-
     async fn get_buckets(
         &self,
         r: Request<GetBucketsRequest>,
-    ) -> Result<Response<Self::GetBucketsStream>, Status> {
+    ) -> Result<Response<ChunkStream>, Status> {
         if !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
             // After the Evaluate has been sent (and charged).
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::process::Command;
 use std::time::Duration;
 
@@ -17,7 +16,7 @@ use breachcheck_proto::pb::{
     self, BucketChunk, EvaluateRequest, GetBucketsRequest, GetIndexInfoRequest,
 };
 use breachcheck_server::Service;
-use tokio_stream::{Stream, StreamExt};
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
 use crate::support::*;
@@ -47,30 +46,16 @@ struct BucketLiar {
     lie: BucketLie,
 }
 
-type ChunkStream = Pin<Box<dyn Stream<Item = Result<BucketChunk, Status>> + Send>>;
-
 #[tonic::async_trait]
-impl BreachCheck for BucketLiar {
-    async fn get_index_info(
-        &self,
-        r: Request<GetIndexInfoRequest>,
-    ) -> Result<Response<pb::IndexInfo>, Status> {
-        self.inner.get_index_info(r).await
+impl Twist for BucketLiar {
+    fn honest(&self) -> &Service {
+        &self.inner
     }
-
-    async fn evaluate(
-        &self,
-        r: Request<EvaluateRequest>,
-    ) -> Result<Response<pb::EvaluateResponse>, Status> {
-        self.inner.evaluate(r).await
-    }
-
-    type GetBucketsStream = ChunkStream;
 
     async fn get_buckets(
         &self,
         r: Request<GetBucketsRequest>,
-    ) -> Result<Response<Self::GetBucketsStream>, Status> {
+    ) -> Result<Response<ChunkStream>, Status> {
         let k = self
             .inner
             .get_index_info(Request::new(GetIndexInfoRequest {}))
@@ -357,12 +342,9 @@ struct Exhausted {
 }
 
 #[tonic::async_trait]
-impl BreachCheck for Exhausted {
-    async fn get_index_info(
-        &self,
-        r: Request<GetIndexInfoRequest>,
-    ) -> Result<Response<pb::IndexInfo>, Status> {
-        self.inner.get_index_info(r).await
+impl Twist for Exhausted {
+    fn honest(&self) -> &Service {
+        &self.inner
     }
 
     async fn evaluate(
@@ -376,15 +358,6 @@ impl BreachCheck for Exhausted {
                 .insert("retry-after", v.parse().expect("ascii"));
         }
         Err(s)
-    }
-
-    type GetBucketsStream = <Service as BreachCheck>::GetBucketsStream;
-
-    async fn get_buckets(
-        &self,
-        r: Request<GetBucketsRequest>,
-    ) -> Result<Response<Self::GetBucketsStream>, Status> {
-        self.inner.get_buckets(r).await
     }
 }
 
@@ -627,7 +600,11 @@ struct ConsistentLiar {
 }
 
 #[tonic::async_trait]
-impl BreachCheck for ConsistentLiar {
+impl Twist for ConsistentLiar {
+    fn honest(&self) -> &Service {
+        &self.inner
+    }
+
     async fn get_index_info(
         &self,
         _: Request<GetIndexInfoRequest>,
@@ -645,12 +622,10 @@ impl BreachCheck for ConsistentLiar {
         self.inner.evaluate(r).await
     }
 
-    type GetBucketsStream = ChunkStream;
-
     async fn get_buckets(
         &self,
         r: Request<GetBucketsRequest>,
-    ) -> Result<Response<Self::GetBucketsStream>, Status> {
+    ) -> Result<Response<ChunkStream>, Status> {
         let k = self.forged.info.bucket_bits;
         let r = r.into_inner();
         let prefixes = if r.prefix_bits == 0 {
@@ -805,7 +780,11 @@ fn commit(i: &mut pb::IndexInfo) {
 }
 
 #[tonic::async_trait]
-impl BreachCheck for InfoLiar {
+impl Twist for InfoLiar {
+    fn honest(&self) -> &Service {
+        &self.inner
+    }
+
     async fn get_index_info(
         &self,
         r: Request<GetIndexInfoRequest>,
@@ -832,22 +811,6 @@ impl BreachCheck for InfoLiar {
             }
         }
         Ok(Response::new(i))
-    }
-
-    async fn evaluate(
-        &self,
-        r: Request<EvaluateRequest>,
-    ) -> Result<Response<pb::EvaluateResponse>, Status> {
-        self.inner.evaluate(r).await
-    }
-
-    type GetBucketsStream = <Service as BreachCheck>::GetBucketsStream;
-
-    async fn get_buckets(
-        &self,
-        r: Request<GetBucketsRequest>,
-    ) -> Result<Response<Self::GetBucketsStream>, Status> {
-        self.inner.get_buckets(r).await
     }
 }
 
@@ -912,27 +875,15 @@ struct StreamLiar {
 }
 
 #[tonic::async_trait]
-impl BreachCheck for StreamLiar {
-    async fn get_index_info(
-        &self,
-        r: Request<GetIndexInfoRequest>,
-    ) -> Result<Response<pb::IndexInfo>, Status> {
-        self.inner.get_index_info(r).await
+impl Twist for StreamLiar {
+    fn honest(&self) -> &Service {
+        &self.inner
     }
-
-    async fn evaluate(
-        &self,
-        r: Request<EvaluateRequest>,
-    ) -> Result<Response<pb::EvaluateResponse>, Status> {
-        self.inner.evaluate(r).await
-    }
-
-    type GetBucketsStream = ChunkStream;
 
     async fn get_buckets(
         &self,
         r: Request<GetBucketsRequest>,
-    ) -> Result<Response<Self::GetBucketsStream>, Status> {
+    ) -> Result<Response<ChunkStream>, Status> {
         let mut honest = self.inner.get_buckets(r).await?.into_inner();
         let mut chunks = Vec::new();
         while let Some(c) = honest.next().await {
@@ -1039,12 +990,9 @@ struct SilentEvaluate {
 }
 
 #[tonic::async_trait]
-impl BreachCheck for SilentEvaluate {
-    async fn get_index_info(
-        &self,
-        r: Request<GetIndexInfoRequest>,
-    ) -> Result<Response<pb::IndexInfo>, Status> {
-        self.inner.get_index_info(r).await
+impl Twist for SilentEvaluate {
+    fn honest(&self) -> &Service {
+        &self.inner
     }
 
     async fn evaluate(
@@ -1052,15 +1000,6 @@ impl BreachCheck for SilentEvaluate {
         _: Request<EvaluateRequest>,
     ) -> Result<Response<pb::EvaluateResponse>, Status> {
         std::future::pending().await
-    }
-
-    type GetBucketsStream = <Service as BreachCheck>::GetBucketsStream;
-
-    async fn get_buckets(
-        &self,
-        r: Request<GetBucketsRequest>,
-    ) -> Result<Response<Self::GetBucketsStream>, Status> {
-        self.inner.get_buckets(r).await
     }
 }
 
@@ -1161,7 +1100,11 @@ struct EscapingLiar {
 const ESCAPES: &str = "\u{1b}[2J\u{1b}]0;owned\u{7}\u{9b}31m";
 
 #[tonic::async_trait]
-impl BreachCheck for EscapingLiar {
+impl Twist for EscapingLiar {
+    fn honest(&self) -> &Service {
+        &self.inner
+    }
+
     async fn get_index_info(
         &self,
         r: Request<GetIndexInfoRequest>,
@@ -1184,15 +1127,6 @@ impl BreachCheck for EscapingLiar {
             return Err(Status::permission_denied(format!("no{ESCAPES}")));
         }
         self.inner.evaluate(r).await
-    }
-
-    type GetBucketsStream = <Service as BreachCheck>::GetBucketsStream;
-
-    async fn get_buckets(
-        &self,
-        r: Request<GetBucketsRequest>,
-    ) -> Result<Response<Self::GetBucketsStream>, Status> {
-        self.inner.get_buckets(r).await
     }
 }
 

@@ -414,16 +414,7 @@ fn regression_10_at_the_descriptor_limit_accept_backs_off_and_recovers() {
             }
         });
     }
-    let mut first = String::new();
-    BufReader::new(child.0.stdout.take().expect("stdout"))
-        .read_line(&mut first)
-        .expect("first line");
-    let addr: SocketAddr = first
-        .trim()
-        .strip_prefix("breachcheck-server listening on ")
-        .expect("listening line")
-        .parse()
-        .expect("addr");
+    let addr = listening_addr(&mut child.0);
     let metrics_addr = addr_rx.recv_timeout(GUARD).expect("metrics address");
     let logged = |needle: &str| {
         log.lock()

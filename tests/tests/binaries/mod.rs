@@ -2,7 +2,6 @@
 //! ports: keygen, gen-corpus, build-index, inspect, serve, breachcheck check;
 //! and what happens around it: kill -9, SIGHUP, corrupt files, the demo.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -59,14 +58,7 @@ impl ServerProc {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn server");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read");
-        let addr = line
-            .trim()
-            .strip_prefix("breachcheck-server listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
+        let addr = listening_addr(&mut child).to_string();
         ServerProc { child, addr }
     }
 

@@ -12,10 +12,8 @@ use std::time::{Duration, Instant};
 
 use breachcheck_client::ClientError;
 use breachcheck_proto as proto;
+use breachcheck_proto::pb::GetBucketsRequest;
 use breachcheck_proto::pb::breach_check_server::BreachCheck;
-use breachcheck_proto::pb::{
-    self, EvaluateRequest, GetBucketsRequest, GetIndexInfoRequest, IndexInfo,
-};
 use breachcheck_server::{AppState, Index, Served, Service, build_index};
 use tonic::{Request, Response, Status};
 
@@ -59,15 +57,7 @@ impl LoggedServer {
                 sink.lock().expect("log").push(line);
             }
         });
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read");
-        let addr = line
-            .trim()
-            .strip_prefix("breachcheck-server listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
+        let addr = listening_addr(&mut child);
         LoggedServer {
             child,
             url: format!("http://{addr}"),
@@ -202,27 +192,16 @@ struct IndexSwapper {
 }
 
 #[tonic::async_trait]
-impl BreachCheck for IndexSwapper {
-    async fn get_index_info(
-        &self,
-        r: Request<GetIndexInfoRequest>,
-    ) -> Result<Response<IndexInfo>, Status> {
-        self.a.get_index_info(r).await
+impl Twist for IndexSwapper {
+    /// A's answers, but for the buckets.
+    fn honest(&self) -> &Service {
+        &self.a
     }
-
-    async fn evaluate(
-        &self,
-        r: Request<EvaluateRequest>,
-    ) -> Result<Response<pb::EvaluateResponse>, Status> {
-        self.a.evaluate(r).await
-    }
-
-    type GetBucketsStream = <Service as BreachCheck>::GetBucketsStream;
 
     async fn get_buckets(
         &self,
         mut r: Request<GetBucketsRequest>,
-    ) -> Result<Response<Self::GetBucketsStream>, Status> {
+    ) -> Result<Response<ChunkStream>, Status> {
         // "The current index" to B, which would refuse A's id.
         r.get_mut().index_id.clear();
         self.b.get_buckets(r).await

@@ -321,16 +321,7 @@ impl Replica {
                 }
             }
         });
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read");
-        let addr = line
-            .trim()
-            .strip_prefix("breachcheck-server listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .expect("addr");
+        let addr = listening_addr(&mut child);
         let metrics = rx
             .recv_timeout(Duration::from_secs(10))
             .expect("metrics address in the log");
@@ -566,27 +557,11 @@ struct BreaksFirstStream {
     asked: std::sync::Arc<std::sync::Mutex<Vec<Vec<u32>>>>,
 }
 
-type ChunkStream = std::pin::Pin<
-    Box<dyn tokio_stream::Stream<Item = Result<pb::BucketChunk, tonic::Status>> + Send>,
->;
-
 #[tonic::async_trait]
-impl BreachCheck for BreaksFirstStream {
-    async fn get_index_info(
-        &self,
-        r: tonic::Request<pb::GetIndexInfoRequest>,
-    ) -> Result<tonic::Response<pb::IndexInfo>, tonic::Status> {
-        self.inner.get_index_info(r).await
+impl Twist for BreaksFirstStream {
+    fn honest(&self) -> &breachcheck_server::Service {
+        &self.inner
     }
-
-    async fn evaluate(
-        &self,
-        r: tonic::Request<pb::EvaluateRequest>,
-    ) -> Result<tonic::Response<pb::EvaluateResponse>, tonic::Status> {
-        self.inner.evaluate(r).await
-    }
-
-    type GetBucketsStream = ChunkStream;
 
     async fn get_buckets(
         &self,

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use breachcheck_client::Client;
+use breachcheck_proto::pb;
 use breachcheck_proto::pb::breach_check_server::{BreachCheck, BreachCheckServer};
 use breachcheck_server as server;
 use breachcheck_server::{
@@ -17,6 +18,7 @@ use breachcheck_server::{
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tonic::{Request, Response, Status};
 
 /// A directory removed on drop.
 pub struct TempDir(pub PathBuf);
@@ -232,6 +234,84 @@ pub fn binary(name: &str) -> PathBuf {
     p
 }
 
+/// The address a `breachcheck-server serve` child listens on: the first line
+/// of its stdout, `breachcheck-server listening on ADDR`.
+pub fn listening_addr(child: &mut std::process::Child) -> SocketAddr {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
+    line.trim()
+        .strip_prefix("breachcheck-server listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .expect("addr")
+}
+
+/// A GetBuckets answer of a hand-written server.
+pub type ChunkStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::BucketChunk, Status>> + Send>>;
+
+/// A hand-written (lying or flaky) server: the honest service's answers,
+/// but for the calls it overrides. Served by [`CustomServer`].
+#[tonic::async_trait]
+pub trait Twist: Send + Sync + 'static {
+    /// The honest service it starts from.
+    fn honest(&self) -> &Service;
+
+    async fn get_index_info(
+        &self,
+        r: Request<pb::GetIndexInfoRequest>,
+    ) -> Result<Response<pb::IndexInfo>, Status> {
+        self.honest().get_index_info(r).await
+    }
+
+    async fn evaluate(
+        &self,
+        r: Request<pb::EvaluateRequest>,
+    ) -> Result<Response<pb::EvaluateResponse>, Status> {
+        self.honest().evaluate(r).await
+    }
+
+    async fn get_buckets(
+        &self,
+        r: Request<pb::GetBucketsRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
+        let honest = self.honest().get_buckets(r).await?.into_inner();
+        Ok(Response::new(Box::pin(honest) as ChunkStream))
+    }
+}
+
+/// A [`Twist`] as a gRPC service.
+struct Twisted<T>(T);
+
+#[tonic::async_trait]
+impl<T: Twist> BreachCheck for Twisted<T> {
+    async fn get_index_info(
+        &self,
+        r: Request<pb::GetIndexInfoRequest>,
+    ) -> Result<Response<pb::IndexInfo>, Status> {
+        self.0.get_index_info(r).await
+    }
+
+    async fn evaluate(
+        &self,
+        r: Request<pb::EvaluateRequest>,
+    ) -> Result<Response<pb::EvaluateResponse>, Status> {
+        self.0.evaluate(r).await
+    }
+
+    type GetBucketsStream = ChunkStream;
+
+    async fn get_buckets(
+        &self,
+        r: Request<pb::GetBucketsRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
+        self.0.get_buckets(r).await
+    }
+}
+
 /// A bare tonic server around a hand-written (lying or flaky) service.
 pub struct CustomServer {
     addr: SocketAddr,
@@ -241,7 +321,8 @@ pub struct CustomServer {
 
 impl CustomServer {
     /// Binds 127.0.0.1:0, then serves `svc` until [`CustomServer::stop`].
-    pub async fn start<S: BreachCheck>(svc: S) -> Self {
+    pub async fn start<T: Twist>(twist: T) -> Self {
+        let svc = Twisted(twist);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, rx) = oneshot::channel::<()>();
