@@ -70,6 +70,15 @@ pub struct SoakOptions {
     /// does not take the server's CPU, and one that shares the machine
     /// measures the machine, not the server.
     pub attack_threads: usize,
+    /// Run the attackers' threads under `SCHED_IDLE` (Linux), on CPU that
+    /// nothing else wants. An attacker on another machine spends its own
+    /// CPU, not the server's; on a loopback soak the attackers' threads
+    /// compete with the server and the legitimate clients for the same
+    /// cores, and their own work (building frames, parsing answers) would be
+    /// measured as the server's weakness. The server still sees every
+    /// attack whole (each connection opened, each stream sent), at the rate
+    /// the spare CPU allows. `false` measures the shared machine.
+    pub attacker_idle: bool,
     /// Keep the server up this long after the run (its PID on stderr), to
     /// inspect its memory.
     pub hold: Duration,
@@ -87,6 +96,7 @@ impl Default for SoakOptions {
             server_args: Vec::new(),
             only: Vec::new(),
             attack_threads: 1,
+            attacker_idle: true,
             hold: Duration::ZERO,
         }
     }
@@ -551,6 +561,14 @@ pub fn run(opts: &SoakOptions) -> anyhow::Result<SoakReport> {
     phase.store(ATTACK, Ordering::SeqCst);
     let attack_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(opts.attack_threads.max(1))
+        .on_thread_start({
+            let idle = opts.attacker_idle;
+            move || {
+                if idle {
+                    set_idle_priority();
+                }
+            }
+        })
         .enable_all()
         .build()?;
     let t1 = Instant::now();
@@ -632,6 +650,20 @@ pub fn run(opts: &SoakOptions) -> anyhow::Result<SoakReport> {
         nofile_log: server_log.nofile.clone(),
         server_warnings: server_log.warnings.clone(),
     })
+}
+
+/// Puts the calling thread under `SCHED_IDLE` (Linux keeps the policy per
+/// thread). Best effort: where it is refused, the soak measures the shared
+/// machine, as with `attacker_idle: false`.
+fn set_idle_priority() {
+    let p = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler on the calling thread (pid 0) with a valid,
+    // initialised parameter; no memory is shared with the kernel afterwards.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &p) };
+    if rc != 0 {
+        eprintln!("soak: SCHED_IDLE refused; the attackers share the CPU equally");
+    }
 }
 
 /// One legitimate client: checks one number at a time (alternating members

@@ -1,7 +1,7 @@
 //! The abuse soak: `cargo run --release -p breachcheck-tests --bin soak --
 //! [--secs 90] [--baseline-secs 10] [--clients 2] [--streams 30000]
 //! [--idle 2000] [--only half_open,idle_sockets,...] [--attack-threads 1]
-//! [--hold-secs 0]
+//! [--attacker-shares-cpu] [--hold-secs 0]
 //! [-- serve flags...]`.
 //!
 //! Builds the release server first unless `--server PATH` names one, runs the
@@ -71,6 +71,7 @@ fn run() -> anyhow::Result<ExitCode> {
             .unwrap_or_default(),
         hold: Duration::from_secs(num("--hold-secs", 0)?),
         attack_threads: num("--attack-threads", 1)? as usize,
+        attacker_idle: !ours.iter().any(|a| a == "--attacker-shares-cpu"),
     };
     eprintln!(
         "soak: {} s baseline, {} s attack, {} legitimate clients",
