@@ -16,6 +16,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         // Bucket payloads are served straight from the index map, no copy.
         .bytes(".breachcheck.v1.BucketChunk.payload")
+        // The client and server code only with the `grpc` feature: the
+        // messages alone build for wasm32 (web/).
+        .client_mod_attribute(".", "#[cfg(feature = \"grpc\")]")
+        .server_mod_attribute(".", "#[cfg(feature = \"grpc\")]")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -50,6 +50,26 @@ pub fn anonymity_set(j: u32) -> f64 {
     NUMBERING_PLAN / 2f64.powi(j.min(64) as i32)
 }
 
+/// What the server learned about the numbers of a check whose bucket
+/// requests revealed at most `j` prefix bits (`None`: no bucket was
+/// requested). The CLI prints it after every check, and the browser page
+/// shows it with its own `j`.
+pub fn privacy_statement(j: Option<u32>) -> String {
+    match j {
+        None => "no bucket was requested (all came from the cache); the server learned nothing \
+                 about which numbers were checked"
+            .to_owned(),
+        Some(0) => "the whole index was downloaded (prefix bits 0); the server learned nothing \
+                    about which numbers were checked"
+            .to_owned(),
+        Some(j) => format!(
+            "the server learned {j} bits (prefix bits used) of a hash of each number: about {} \
+             candidates each",
+            human_count(anonymity_set(j))
+        ),
+    }
+}
+
 /// A count in words: "104,000", "1.7 million", "1.7 billion".
 pub fn human_count(x: f64) -> String {
     if x >= 1e9 {

@@ -10,6 +10,7 @@ use breachcheck_proto::ProtocolError;
 #[non_exhaustive]
 pub enum ClientError {
     /// The endpoint is malformed or the connection failed.
+    #[cfg(feature = "grpc")]
     #[error(
         "cannot reach the server at {endpoint}: {source}; is it running, and is the address right?"
     )]
@@ -151,6 +152,7 @@ pub enum ClientError {
         reason: String,
     },
     /// Another gRPC error.
+    #[cfg(feature = "grpc")]
     #[error("server error: {}: {}", .0.code(), .0.message())]
     Rpc(#[from] tonic::Status),
     /// A protocol-level error.
@@ -161,6 +163,7 @@ pub enum ClientError {
     Io(#[from] std::io::Error),
     /// A task of the check panicked or was cancelled. The whole check fails:
     /// a lost task never shortens the results into a clean-looking answer.
+    #[cfg(feature = "grpc")]
     #[error(
         "internal error: a {task} task failed ({source}); the check did not finish, so its results are incomplete"
     )]
@@ -177,6 +180,7 @@ impl ClientError {
     /// Whether the server said the index id is unknown or stale
     /// (NOT_FOUND, FAILED_PRECONDITION): the index was replaced, and
     /// refetching `IndexInfo` is the fix.
+    #[cfg(feature = "grpc")]
     pub(crate) fn is_stale_index(&self) -> bool {
         use tonic::Code;
         matches!(self, ClientError::Rpc(s) if matches!(s.code(), Code::NotFound | Code::FailedPrecondition))

@@ -21,15 +21,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use breachcheck_proto::pb::{EvaluateResponse, IndexInfo};
+use breachcheck_proto::pb::IndexInfo;
 use breachcheck_proto::{
-    BlindedElement, EvaluatedElement, MAX_PROOF_BATCH, Mode, Output, PhoneNumber, Proof,
-    ProtocolError, PublicKey, SUITE, blind_batch, finalize,
+    MAX_PROOF_BATCH, Mode, Output, PhoneNumber, ProtocolError, PublicKey, blind_batch, finalize,
 };
-use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
 
+use crate::checks::check_response;
 use crate::error::{ClientError, Result};
 use crate::pace::Pacer;
 use crate::rpc::Rpc;
@@ -204,83 +203,3 @@ impl Evaluator {
     }
 }
 
-/// The checks of an Evaluate response before its proof is verified: one
-/// element per element sent, each a valid element and none the blinded
-/// element itself, and a well-formed proof.
-///
-/// # Errors
-///
-/// [`ClientError::ResponseLength`], [`ClientError::Protocol`] for an invalid
-/// element, [`ClientError::ReflectedElement`], or
-/// [`ClientError::ProofFailed`] for a malformed proof.
-pub(crate) fn check_response(
-    blinded: &[BlindedElement],
-    resp: &EvaluateResponse,
-    pinned: &PublicKey,
-) -> Result<(Vec<EvaluatedElement>, Proof)> {
-    if resp.evaluated_elements.len() != blinded.len() {
-        return Err(ClientError::ResponseLength {
-            sent: blinded.len(),
-            got: resp.evaluated_elements.len(),
-        });
-    }
-    let mut evaluated = Vec::with_capacity(blinded.len());
-    for (e, b) in resp.evaluated_elements.iter().zip(blinded) {
-        let e = EvaluatedElement::from_bytes(e)?;
-        // A server returning what it was sent has not evaluated.
-        if bool::from(e.as_bytes().ct_eq(b.as_bytes())) {
-            return Err(ClientError::ReflectedElement);
-        }
-        evaluated.push(e);
-    }
-    let proof = Proof::from_bytes(&resp.proof).map_err(|_| ClientError::ProofFailed {
-        pinned: pinned.fingerprint(),
-    })?;
-    Ok((evaluated, proof))
-}
-
-/// The public key `info` serves, if its suite and mode are this client's
-/// (ristretto255-SHA512, VOPRF) and the key is a valid element.
-///
-/// # Errors
-///
-/// [`ClientError::UnsupportedIndex`] for another suite or mode or a key that
-/// is not 32 bytes; [`ClientError::Protocol`] for an invalid element.
-pub(crate) fn served_key(info: &IndexInfo) -> Result<[u8; 32]> {
-    if info.suite != SUITE || info.mode != u32::from(Mode::Voprf.id()) {
-        return Err(ClientError::UnsupportedIndex(format!(
-            "suite {:?} mode {}",
-            info.suite, info.mode
-        )));
-    }
-    let served: [u8; 32] = info
-        .public_key
-        .as_slice()
-        .try_into()
-        .map_err(|_| ClientError::UnsupportedIndex("public key is not 32 bytes".into()))?;
-    PublicKey::from_bytes(&served)?;
-    Ok(served)
-}
-
-/// The key to pin for `served`: the one `pinned` already (by the caller or
-/// by an earlier IndexInfo), else `served` itself.
-///
-/// # Errors
-///
-/// [`ClientError::KeyMismatch`] if a pinned key is not `served`.
-pub(crate) fn pin(pinned: Option<[u8; 32]>, served: [u8; 32]) -> Result<[u8; 32]> {
-    match pinned {
-        Some(pin) if pin != served => Err(ClientError::KeyMismatch {
-            pinned: key_fingerprint(&pin),
-            served: key_fingerprint(&served),
-        }),
-        _ => Ok(served),
-    }
-}
-
-/// The human-comparable fingerprint of a key, for error messages.
-fn key_fingerprint(key: &[u8; 32]) -> String {
-    PublicKey::from_bytes(key)
-        .map(|k| k.fingerprint())
-        .unwrap_or_else(|_| hex::encode(&key[..8]))
-}

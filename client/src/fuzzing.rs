@@ -17,8 +17,8 @@ use crate::error::Result;
 ///
 /// The client's error for an IndexInfo it refuses.
 pub fn index_info(info: &IndexInfo) -> Result<()> {
-    crate::evaluate::served_key(info)?;
-    crate::buckets::check_layout(info)
+    crate::checks::served_key(info)?;
+    crate::checks::check_layout(info)
 }
 
 /// What the client checks of one bucket of `info`'s index (which must pass
@@ -29,7 +29,7 @@ pub fn index_info(info: &IndexInfo) -> Result<()> {
 ///
 /// The client's [`ClientError::BadBucket`](crate::ClientError::BadBucket).
 pub fn bucket(info: &IndexInfo, chunk: &BucketChunk) -> Result<usize> {
-    crate::buckets::decode(chunk.bucket, &chunk.payload, &chunk.bucket_proof, info)
+    crate::checks::decode(chunk.bucket, &chunk.payload, &chunk.bucket_proof, info)
         .map(|p| p.fingerprints.len())
 }
 
@@ -41,7 +41,7 @@ pub fn bucket(info: &IndexInfo, chunk: &BucketChunk) -> Result<usize> {
 ///
 /// The client's [`ClientError::BadBucket`](crate::ClientError::BadBucket).
 pub fn answer(expected: BTreeSet<u32>, sent: &[u32]) -> Result<()> {
-    crate::buckets::check_bucket_numbers(expected, sent)
+    crate::checks::check_bucket_numbers(expected, sent)
 }
 
 /// What the client checks of an Evaluate response to `blinded` before
@@ -55,5 +55,5 @@ pub fn evaluate_response(
     resp: &EvaluateResponse,
     pinned: &PublicKey,
 ) -> Result<usize> {
-    crate::evaluate::check_response(blinded, resp, pinned).map(|(e, _)| e.len())
+    crate::checks::check_response(blinded, resp, pinned).map(|(e, _)| e.len())
 }

@@ -27,54 +27,69 @@
 //!
 //! # Layout
 //!
-//! One module per protocol step; this file only orchestrates them.
+//! One module per protocol step. Without the `grpc` feature (on by
+//! default) only `checks`, `display` and `error` are built: the
+//! transport-free core that the browser client (`web/`) shares.
 //!
-//! * `lib.rs`: [`Client`], [`CheckResult`], [`BreachRef`]; [`Client::check`]
+//! * `lib.rs`: [`CheckResult`], [`BreachRef`], the exports.
+//! * `checks`: every check of what a server sends (IndexInfo, Evaluate
+//!   responses, bucket payloads and answers), the key pin, the prefix plan.
+//! * `check`: [`Client`]; [`Client::check`]
 //!   and [`Client::check_stream`] put the steps together.
 //! * `builder`: [`ClientBuilder`], every setting, and `connect`.
-//! * `evaluate`: blind → Evaluate → response checks → verify the proof → finalize.
-//! * `buckets`: the bucket cache: prefix plan, downloads and their checks, disk cache, memory budget.
+//! * `evaluate`: blind → Evaluate → check the response → verify the proof → finalize.
+//! * `buckets`: the bucket cache: downloads, disk cache, memory budget.
 //! * `rpc`: the channel, requests with credentials, deadlines and idle
 //!   timeouts, message caps, retries by status code, status → error.
 //! * `pace`: waits for the server's evaluation rate to refill ([`Progress`]).
 //! * `trust`: trust on first use of a server's key (the trust file).
-//! * `display`: text for people: control characters escaped, anonymity sets.
+//! * `display`: text for people: control characters escaped, anonymity sets,
+//!   the privacy statement.
 //! * `task`: tasks whose panic is an error of the check, never a short answer.
 //! * `error`: [`ClientError`], every failure with what to do about it.
 //! * `fuzzing`: the client's checks of untrusted messages, for `fuzz/` only.
 
-mod buckets;
-mod builder;
+pub mod checks;
 mod display;
 mod error;
+
+// The SDK over tonic and the CLI (the `grpc` feature, on by default).
+#[cfg(feature = "grpc")]
+mod buckets;
+#[cfg(feature = "grpc")]
+mod builder;
+#[cfg(feature = "grpc")]
 mod evaluate;
+#[cfg(feature = "grpc")]
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(feature = "grpc")]
 mod pace;
+#[cfg(feature = "grpc")]
 mod replicas;
+#[cfg(feature = "grpc")]
 mod rpc;
+#[cfg(feature = "grpc")]
 mod task;
+#[cfg(feature = "grpc")]
 mod trust;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+#[cfg(feature = "grpc")]
+mod check;
 
 use breachcheck_proto::pb;
-use breachcheck_proto::{Output, PhoneNumber, Region};
 use serde::Serialize;
-use tokio::sync::mpsc;
 
-use crate::buckets::{BucketCache, SentBits};
-use crate::evaluate::{Evaluator, served_key};
-use crate::pace::Pacer;
-use crate::rpc::Rpc;
-use crate::task::Incomplete;
-use crate::trust::{Trust, TrustFile};
-
-pub use buckets::DEFAULT_PREFIX_BITS;
+#[cfg(feature = "grpc")]
 pub use builder::{ClientBuilder, DEFAULT_MAX_QUOTA_WAIT};
-pub use display::{NUMBERING_PLAN, anonymity_set, escape_controls, human_count};
+#[cfg(feature = "grpc")]
+pub use check::Client;
+pub use checks::DEFAULT_PREFIX_BITS;
+pub use display::{
+    NUMBERING_PLAN, anonymity_set, escape_controls, human_count, privacy_statement,
+};
 pub use error::{ClientError, Result};
+#[cfg(feature = "grpc")]
 pub use pace::Progress;
 pub use pb::{Breach, IndexInfo};
 
@@ -119,307 +134,3 @@ impl From<&Breach> for BreachRef {
     }
 }
 
-/// A connected client. Cheap to clone; clones share the pin and the caches.
-#[derive(Debug, Clone)]
-pub struct Client {
-    inner: Arc<Inner>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    region: Option<Region>,
-    rpc: Rpc,
-    buckets: BucketCache,
-    sent: SentBits,
-    pacer: Arc<Pacer>,
-    trust: Option<TrustFile>,
-    opts: ClientBuilder,
-    state: Mutex<State>,
-}
-
-/// What the last GetIndexInfo established: the index, and the evaluator
-/// for it under the pinned key.
-#[derive(Debug, Default)]
-struct State {
-    info: IndexInfo,
-    evaluator: Option<Evaluator>,
-    first_use: bool,
-}
-
-impl Client {
-    /// Starts building a client for `endpoint` (`http://host:port` or
-    /// `https://host:port`); [`ClientBuilder::replica`] adds more servers.
-    pub fn builder(endpoint: impl Into<String>) -> ClientBuilder {
-        ClientBuilder::new(endpoint.into())
-    }
-
-    /// The index description last fetched.
-    pub fn info(&self) -> IndexInfo {
-        self.lock().info.clone()
-    }
-
-    /// Fetches `IndexInfo` again and checks it: the suite, the index id's
-    /// commitment and layout, the pinned index id, the trust file, and the
-    /// key against the pin.
-    ///
-    /// # Errors
-    ///
-    /// [`ClientError::IndexMismatch`] if an index id is pinned and this is
-    /// another; [`ClientError::UnsupportedIndex`] for another suite or mode,
-    /// or a layout or index id that cannot be trusted;
-    /// [`ClientError::TrustedKeyChanged`] or [`ClientError::TrustFile`];
-    /// [`ClientError::KeyMismatch`] if the key is not the pinned one.
-    pub async fn refresh_info(&self) -> Result<IndexInfo> {
-        let info = self.inner.rpc.index_info().await?;
-        if let Some(pin) = self.inner.opts.pinned_index
-            && info.index_id != pin
-        {
-            return Err(ClientError::IndexMismatch {
-                pinned: hex::encode(pin),
-                served: hex::encode(&info.index_id),
-            });
-        }
-        let served = served_key(&info)?;
-        buckets::check_layout(&info)?;
-        // Every replica serves the one key: each URL's record must match it
-        // (a replica added to the list is recorded, never trusted instead).
-        let mut first_use = false;
-        if let Some(t) = &self.inner.trust {
-            for url in self.inner.rpc.urls() {
-                first_use |= t.check(url, &served)? == Trust::FirstUse;
-            }
-        }
-        let mut st = self.lock();
-        let pinned = st.evaluator.as_ref().map(Evaluator::pinned);
-        let pinned = evaluate::pin(pinned.or(self.inner.opts.pinned), served)?;
-        let (rpc, n) = (self.inner.rpc.clone(), self.inner.opts.concurrency);
-        let pacer = self.inner.pacer.clone();
-        st.evaluator = Some(Evaluator::new(rpc, pacer, &info, &pinned, n)?);
-        st.info = info.clone();
-        st.first_use |= first_use;
-        drop(st);
-        self.inner.buckets.use_index(&info.index_id);
-        Ok(info)
-    }
-
-    /// Whether this client recorded the server's key in its trust file (a
-    /// first use), rather than finding it there.
-    pub fn trusted_on_first_use(&self) -> bool {
-        self.lock().first_use
-    }
-
-    /// The trust file, if the client has one.
-    pub fn trust_file(&self) -> Option<&std::path::Path> {
-        self.inner.trust.as_ref().map(TrustFile::path)
-    }
-
-    /// The prefix bits this client asks by, for the current index.
-    ///
-    /// # Errors
-    ///
-    /// [`ClientError::PrefixBitsRefused`] when the server's floor is above
-    /// what the client allows ([`ClientBuilder::max_prefix_bits`]).
-    pub fn prefix_bits(&self) -> Result<u32> {
-        let o = &self.inner.opts;
-        buckets::prefix_bits(o.prefix_bits, o.max_prefix_bits, &self.info())
-    }
-
-    /// The most prefix bits this client has sent in a GetBuckets request,
-    /// `None` if it sent none (every bucket came from its caches). A whole
-    /// index download is 0: the server learned nothing.
-    pub fn prefix_bits_sent(&self) -> Option<u32> {
-        self.inner.sent.get()
-    }
-
-    /// What the server learns from a check at the current settings: the
-    /// prefix bits and the size of the anonymity set of each number.
-    ///
-    /// # Errors
-    ///
-    /// As [`Client::prefix_bits`].
-    pub fn privacy_cost(&self) -> Result<(u32, f64)> {
-        let j = self.prefix_bits()?;
-        Ok((j, anonymity_set(j)))
-    }
-
-    /// Checks `numbers`, returning one result per input in input order.
-    /// Numbers that do not parse are reported and never sent.
-    ///
-    /// # Errors
-    ///
-    /// Any [`ClientError`]: a check either answers every number or fails
-    /// ([`Client::check_stream`] also delivers the results obtained before
-    /// a failure).
-    pub async fn check<I, S>(&self, numbers: I) -> Result<Vec<CheckResult>>
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<str>,
-    {
-        let inputs: Vec<String> = numbers.into_iter().map(|s| s.as_ref().to_owned()).collect();
-        let mut out = Vec::with_capacity(inputs.len());
-        for chunk in inputs.chunks(STREAM_CHUNK) {
-            // A task of its own: a panic in it is an error, not a lost answer.
-            let checked = self.clone().check_chunk(chunk.to_vec());
-            let results = task::run("check", checked).await;
-            out.extend(results.map_err(|i: Incomplete<CheckResult>| i.error)?);
-        }
-        Ok(out)
-    }
-
-    /// Checks a stream of numbers with bounded memory, sending results (in
-    /// input order) to the returned channel as each chunk completes. A
-    /// failure, a panic included, is the last item before the channel
-    /// closes: the stream never just ends short. Before it come the results
-    /// of every input whose evaluation was paid for (those before the first
-    /// number the failure left without an answer).
-    pub fn check_stream<I>(&self, numbers: I) -> mpsc::Receiver<Result<CheckResult>>
-    where
-        I: IntoIterator<Item = String> + Send + 'static,
-        I::IntoIter: Send + 'static,
-    {
-        let client = self.clone();
-        task::stream_chunks("check", numbers.into_iter(), STREAM_CHUNK, move |chunk| {
-            client.clone().check_chunk(chunk)
-        })
-    }
-
-    /// Checks one chunk of inputs (by value: it runs as a task of its own).
-    /// On a failure, the results of the inputs before the first one left
-    /// without an answer come with the error.
-    async fn check_chunk(
-        self,
-        inputs: Vec<String>,
-    ) -> std::result::Result<Vec<CheckResult>, Incomplete<CheckResult>> {
-        let parse = |s: &String| PhoneNumber::parse(s, self.inner.region);
-        let parsed: Vec<_> = inputs.iter().map(parse).collect();
-        // Distinct numbers, each evaluated once, in order of first
-        // appearance: batches follow the input, so the answered part of a
-        // failed chunk is a prefix of it.
-        let mut position = HashMap::new();
-        let mut distinct = Vec::new();
-        for n in parsed.iter().flatten() {
-            position.entry(*n).or_insert_with(|| {
-                distinct.push(*n);
-                distinct.len() - 1
-            });
-        }
-        // Refused here, before anything is sent, if the server's floor is
-        // above what the caller allows.
-        self.prefix_bits()?;
-        // After the index was replaced (NOT_FOUND, FAILED_PRECONDITION),
-        // refetch IndexInfo and look up once more. Verified outputs survive a
-        // replacement under the same (pinned) key: no quota is spent twice.
-        let (mut outputs, mut refreshed) = (Vec::new(), false);
-        let (found, error) = loop {
-            match self.lookup(&distinct, &mut outputs).await {
-                Err(e) if e.is_stale_index() && !refreshed => refreshed = true,
-                Ok((_, Some(e))) if e.is_stale_index() && !refreshed => refreshed = true,
-                r => break r?,
-            }
-            self.refresh_info().await?;
-        };
-        let answered = outputs.len();
-        let results = inputs
-            .into_iter()
-            .zip(parsed)
-            .map_while(|(input, p)| {
-                let n = p.as_ref().ok();
-                if n.is_some_and(|n| position.get(n).is_none_or(|&i| i >= answered)) {
-                    return None;
-                }
-                let breaches = n.and_then(|n| found.get(n));
-                Some(CheckResult {
-                    input,
-                    number: n.map(|n| n.as_str().to_owned()),
-                    found: breaches.is_some(),
-                    breaches: breaches.cloned().unwrap_or_default(),
-                    error: p.err().map(|e| e.to_string()),
-                })
-            })
-            .collect();
-        match error {
-            None => Ok(results),
-            Some(error) => Err(Incomplete {
-                done: results,
-                error,
-            }),
-        }
-    }
-
-    /// Evaluates the `numbers` that `outputs` lacks while fetching their
-    /// buckets, then looks up those with outputs: the found ones, with their
-    /// breaches, and the error that left the others without an output.
-    async fn lookup(
-        &self,
-        numbers: &[PhoneNumber],
-        outputs: &mut Vec<Output>,
-    ) -> Result<(Found, Option<ClientError>)> {
-        let (info, evaluator) = {
-            let st = self.lock();
-            let no_pin = || ClientError::UnsupportedIndex("no pinned key".into());
-            (st.info.clone(), st.evaluator.clone().ok_or_else(no_pin)?)
-        };
-        let j = self.prefix_bits()?;
-        let rest = &numbers[outputs.len().min(numbers.len())..];
-        let evaluating = evaluator.evaluate(rest);
-        let fetching =
-            (self.inner.buckets).fetch(&self.inner.rpc, &info, j, numbers, &self.inner.sent);
-        tokio::pin!(evaluating, fetching);
-        // Whichever fails first for good ends the lookup early; an
-        // evaluation that answered part of the numbers still needs the
-        // buckets of that part.
-        let (evaluated, fetched) = tokio::select! {
-            e = &mut evaluating => {
-                if e.outputs.is_empty() && e.error.is_some() {
-                    (e, None)
-                } else {
-                    (e, Some(fetching.await))
-                }
-            }
-            f = &mut fetching => match f {
-                // The index changed: the caller refetches IndexInfo and looks
-                // up again. An evaluation in flight is still paid for, so
-                // keep its verified outputs (same key) rather than drop
-                // them and be charged twice.
-                Err(err) if err.is_stale_index() => {
-                    outputs.extend(evaluating.await.outputs);
-                    return Err(err);
-                }
-                Err(err) => return Err(err),
-                ok => (evaluating.await, Some(ok)),
-            },
-        };
-        // Keep the outputs even when the buckets failed: a retry reuses them.
-        outputs.extend(evaluated.outputs);
-        let Some(fetched) = fetched else {
-            return Ok((Found::new(), evaluated.error));
-        };
-        let fetched = fetched?;
-        let mut found = HashMap::new();
-        for (n, out) in numbers.iter().zip(outputs.iter()) {
-            if let Some(mask) = fetched.breach_mask(n, out)? {
-                found.insert(*n, breach_refs(&info, mask));
-            }
-        }
-        Ok((found, evaluated.error))
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        let state = &self.inner.state;
-        state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// The numbers found, with the breaches of each.
-type Found = HashMap<PhoneNumber, Vec<BreachRef>>;
-
-/// The breaches of `info` whose bits are set in `mask` (bit `i`: breach `i`).
-fn breach_refs(info: &IndexInfo, mask: u32) -> Vec<BreachRef> {
-    info.breaches
-        .iter()
-        .take(32)
-        .enumerate()
-        .filter(|(bit, _)| mask & (1 << bit) != 0)
-        .map(|(_, b)| BreachRef::from(b))
-        .collect()
-}

@@ -35,11 +35,10 @@ use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status, Streaming};
 
+use crate::checks::MAX_RESPONSE_BYTES;
 use crate::error::{ClientError, Result};
 use crate::replicas::{Replicas, Role};
 
-/// Largest response message accepted (a bucket of a big, coarse index).
-pub(crate) const MAX_RESPONSE_BYTES: usize = 256 << 20;
 /// The first retry waits this long; each next one twice as long.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest wait between two attempts.

@@ -67,11 +67,11 @@ mod text;
 pub mod pb {
     #![allow(missing_docs, unreachable_pub, missing_debug_implementations)]
     #![allow(clippy::all, clippy::pedantic)]
-    tonic::include_proto!("breachcheck.v1");
+    include!(concat!(env!("OUT_DIR"), "/breachcheck.v1.rs"));
 
     /// The encoded `FileDescriptorSet` of `breachcheck.v1`, for server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
-        tonic::include_file_descriptor_set!("breachcheck_descriptor");
+        include_bytes!(concat!(env!("OUT_DIR"), "/breachcheck_descriptor.bin"));
 }
 
 // Exports: the whole public surface, in one list.

@@ -9,7 +9,7 @@
 use std::io::{BufWriter, IsTerminal, Write};
 use std::process::ExitCode;
 
-use breachcheck_client::{CheckResult, Client, anonymity_set, escape_controls, human_count};
+use breachcheck_client::{CheckResult, Client, escape_controls, privacy_statement};
 use clap::ValueEnum;
 
 /// Output format of `check`.
@@ -142,18 +142,7 @@ fn summary(client: &Client, n: &Counts) {
     };
     eprintln!("key {key}{trust}");
     eprintln!("index {}", hex::encode(&info.index_id));
-    match client.prefix_bits_sent() {
-        None => eprintln!(
-            "privacy: no bucket was requested (all came from the cache); the server learned nothing about which numbers were checked"
-        ),
-        Some(0) => eprintln!(
-            "privacy: the whole index was downloaded (prefix bits 0); the server learned nothing about which numbers were checked"
-        ),
-        Some(j) => eprintln!(
-            "privacy: the server learned {j} bits (prefix bits used) of a hash of each number: about {} candidates each",
-            human_count(anonymity_set(j))
-        ),
-    }
+    eprintln!("privacy: {}", privacy_statement(client.prefix_bits_sent()));
 }
 
 /// One row. `found` is null (JSON) or empty (CSV) for an input that is not
