@@ -135,6 +135,7 @@ pub(crate) async fn run(
     let config = Config {
         listen,
         allow_anonymous: true,
+        web: true,
         anonymous: Quota {
             elements_per_second: 5000.0,
             burst: 65_536,
@@ -158,6 +159,7 @@ pub(crate) async fn run(
     }));
     let url = format!("http://{addr}");
     println!("breachcheck-server demo listening on {addr} (anonymous access)");
+    println!("check a number privately in your browser: {url}/");
 
     // The self-check, through the real client: blind, verify, finalize, look up.
     let client = breachcheck_client::Client::builder(url.clone())

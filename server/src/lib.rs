@@ -78,5 +78,7 @@ pub use serve::quota::{
 };
 pub use serve::redis::{RedisQuotas, RedisSettings};
 pub use serve::service::Service;
+pub use serve::source::Cidr;
 pub use serve::state::{AppState, Served};
+pub use serve::web::{CONTENT_SECURITY_POLICY, Page, PageLayer, page_size};
 pub use serve::{Bound, bind, run, serve, shutdown_signal};

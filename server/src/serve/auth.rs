@@ -52,6 +52,7 @@ impl ApiKeys {
             return match self.anonymous {
                 Some(q) => Ok(Caller {
                     name: "anonymous".into(),
+                    subject: None,
                     quota: q.into(),
                 }),
                 None => Err(AuthError::Missing),
@@ -71,6 +72,7 @@ impl ApiKeys {
         found
             .map(|(name, q)| Caller {
                 name: name.clone(),
+                subject: None,
                 quota: (*q).into(),
             })
             .ok_or(AuthError::Invalid)

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::error::{Result, ServerError, io_err};
 use crate::serve::redis::{RedisSettings, redact};
+use crate::serve::source::Cidr;
 
 /// Default most elements per Evaluate.
 pub const DEFAULT_MAX_BATCH: u32 = 4096;
@@ -65,6 +66,21 @@ pub struct Settings {
           require_equals = true, default_missing_value = "true",
           value_parser = BoolishValueParser::new())]
     pub allow_anonymous: Option<bool>,
+    /// Serve the private-check web page and grpc-web (HTTP/1.1) on the
+    /// gRPC port (docs/PROTOCOL.md §9).
+    #[arg(long, env = "BREACHCHECK_WEB", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true",
+          value_parser = BoolishValueParser::new())]
+    pub web: Option<bool>,
+    /// Origins whose pages may call this server's grpc-web (CORS), e.g.
+    /// `https://check.example.org`; comma-separated. None by default.
+    #[arg(long = "cors-origin", env = "BREACHCHECK_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Option<Vec<String>>,
+    /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` and
+    /// `Forwarded` headers name the client; comma-separated. None by
+    /// default: the TCP peer is the client.
+    #[arg(long = "trusted-proxy", env = "BREACHCHECK_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
     /// Most connections open at once; more are closed at accept (default 4096).
     #[arg(long, env = "BREACHCHECK_MAX_CONNECTIONS")]
     pub max_connections: Option<u32>,
@@ -178,6 +194,9 @@ impl Settings {
                 .max_connection_age_grace_secs
                 .or(lower.max_connection_age_grace_secs),
             allow_anonymous: self.allow_anonymous.or(lower.allow_anonymous),
+            web: self.web.or(lower.web),
+            cors_origins: self.cors_origins.or(lower.cors_origins),
+            trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
             buckets_only: self.buckets_only.or(lower.buckets_only),
             no_verify: self.no_verify.or(lower.no_verify),
             allow_insecure_key_mode: self
@@ -268,6 +287,15 @@ impl Settings {
                 d.max_connection_age_grace,
             )?,
             allow_anonymous: self.allow_anonymous.unwrap_or(d.allow_anonymous),
+            web: self.web.unwrap_or(d.web),
+            cors_origins: self.cors_origins.unwrap_or(d.cors_origins),
+            trusted_proxies: match self.trusted_proxies {
+                Some(v) => v
+                    .iter()
+                    .map(|p| Cidr::parse(p))
+                    .collect::<Result<Vec<_>>>()?,
+                None => d.trusted_proxies,
+            },
             buckets_only: self.buckets_only.unwrap_or(d.buckets_only),
             no_verify: self.no_verify.unwrap_or(d.no_verify),
             allow_insecure_key_mode: self
@@ -345,8 +373,15 @@ pub struct Config {
     pub max_connection_age: Duration,
     /// How long an aged connection may finish its calls before it is closed.
     pub max_connection_age_grace: Duration,
-    /// Accept calls without an API key, under the `anonymous` quota.
+    /// Accept calls without an API key, under the `anonymous` quota (one
+    /// per client address).
     pub allow_anonymous: bool,
+    /// Serve the web page and grpc-web on the gRPC port.
+    pub web: bool,
+    /// Origins allowed to call grpc-web from their pages (CORS); empty: none.
+    pub cors_origins: Vec<String>,
+    /// Proxies whose forwarding headers name the client address.
+    pub trusted_proxies: Vec<Cidr>,
     /// Serve GetIndexInfo and GetBuckets only, without the key file (a
     /// bucket replica that holds nothing usable without the key).
     pub buckets_only: bool,
@@ -568,6 +603,9 @@ impl Default for Config {
             max_connection_age: Duration::from_secs(600),
             max_connection_age_grace: Duration::from_secs(30),
             allow_anonymous: false,
+            web: false,
+            cors_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
             buckets_only: false,
             no_verify: false,
             allow_insecure_key_mode: false,
@@ -611,6 +649,19 @@ impl Config {
         }
         if self.max_prefixes == 0 {
             return Err(ServerError::Input("max_prefixes must be at least 1".into()));
+        }
+        for o in &self.cors_origins {
+            let rest = o
+                .strip_prefix("https://")
+                .or_else(|| o.strip_prefix("http://"));
+            if rest.is_none_or(|r| r.is_empty() || r.contains('/'))
+                || http::HeaderValue::from_str(o).is_err()
+            {
+                return Err(ServerError::Input(format!(
+                    "cors origin {o:?} must be a scheme and host, like https://check.example.org \
+                     (no path, no wildcard)"
+                )));
+            }
         }
         if self.max_connections == 0 || self.max_concurrent_streams == 0 {
             return Err(ServerError::Input(

@@ -35,6 +35,7 @@ use crate::error::{Refusal, retry_after_secs};
 use crate::serve::metrics::{Metrics, answer_code, rpc_name};
 use crate::serve::net::{ConnInfo, RequestGuard};
 use crate::serve::quota::{Call, Caller};
+use crate::serve::source::client_address;
 use crate::serve::state::AppState;
 
 /// What the guard learned about an admitted call, for its handler (in the
@@ -122,6 +123,13 @@ where
 
     fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
         let conn = req.extensions().get::<ConnInfo>().cloned();
+        let client = conn.as_ref().and_then(|c| c.remote).map(|peer| {
+            client_address(
+                peer.ip(),
+                req.headers(),
+                &self.state.config().trusted_proxies,
+            )
+        });
         let in_flight = conn.as_ref().map(ConnInfo::request_started);
         let refusals = conn.clone();
         if let Some(c) = conn {
@@ -145,7 +153,7 @@ where
         Box::pin(async move {
             let header = req.headers().get(http::header::AUTHORIZATION).cloned();
             let caller = match state
-                .admit(header.as_ref().map(|v| v.as_bytes()), call)
+                .admit(header.as_ref().map(|v| v.as_bytes()), call, client)
                 .await
             {
                 Ok(caller) => caller,

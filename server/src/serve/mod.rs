@@ -31,8 +31,10 @@ pub(crate) mod net;
 pub(crate) mod quota;
 pub(crate) mod redis;
 pub(crate) mod service;
+pub(crate) mod source;
 pub(crate) mod state;
 pub(crate) mod watch;
+pub(crate) mod web;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -115,8 +117,19 @@ pub async fn serve(
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
-    // Outermost first: metrics see every answer, the guard's refusals too.
+    if config.web {
+        // Browsers speak grpc-web over HTTP/1.1 (HTTP/2 only with TLS).
+        builder = builder.accept_http1(true);
+    }
+    let web = config.web.then(tonic_web::GrpcWebLayer::new);
+    let cors = (config.web && !config.cors_origins.is_empty()).then(|| cors(&config));
+    // Outermost first: CORS answers preflights; grpc-web is translated to
+    // gRPC before the page, metrics and the guard see it; metrics see every
+    // answer, the guard's refusals too.
     let mut router = builder
+        .layer(tower::util::option_layer(cors))
+        .layer(tower::util::option_layer(web))
+        .layer(web::PageLayer::new(config.web))
         .layer(MetricsLayer::new(metrics.clone()))
         .layer(GuardLayer::new(state))
         .add_service(health)
@@ -144,6 +157,33 @@ pub async fn serve(
         .await;
     trimmer.abort();
     served
+}
+
+/// CORS for the configured origins: grpc-web POSTs with their headers, and
+/// the status headers readable by the calling page.
+fn cors(config: &Config) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins: Vec<http::HeaderValue> = config
+        .cors_origins
+        .iter()
+        .filter_map(|o| http::HeaderValue::from_str(o).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([http::Method::POST])
+        .allow_headers([
+            http::header::CONTENT_TYPE,
+            http::header::AUTHORIZATION,
+            http::HeaderName::from_static("x-grpc-web"),
+            http::HeaderName::from_static("x-user-agent"),
+            http::HeaderName::from_static("grpc-timeout"),
+        ])
+        .expose_headers([
+            http::HeaderName::from_static("grpc-status"),
+            http::HeaderName::from_static("grpc-message"),
+            http::HeaderName::from_static("retry-after"),
+        ])
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 /// A server loaded and bound, not yet answering: [`bind`]'s result.
@@ -200,8 +240,15 @@ pub async fn bind(config: Config) -> Result<Bound> {
         buckets_only = served.key.is_none(),
         anonymous = config.allow_anonymous,
         api_keys = config.api_keys.len(),
+        web = config.web,
         "index loaded"
     );
+    if config.web && !config.allow_anonymous {
+        tracing::warn!(
+            "--web without --allow-anonymous: the page has no API key, so its checks will be \
+             refused (UNAUTHENTICATED); allow anonymous access for a public page"
+        );
+    }
     let listener = bind_tcp(config.listen).await?;
     let addr = listener.local_addr().map_err(|source| ServerError::Bind {
         addr: config.listen,

@@ -23,14 +23,35 @@ use tokio::time::Instant;
 use crate::error::Refusal;
 use crate::serve::config::Quota;
 
-/// Who is calling: an API key's name, or the shared anonymous identity.
+/// Who is calling: an API key's name, or an anonymous client address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Caller {
-    /// The key's configured name, or `anonymous`.
+    /// The key's configured name, or `anonymous`: what logs and metrics
+    /// show (never an address).
     pub name: String,
+    /// For an anonymous caller, its address block
+    /// (`source::quota_subject`): each is charged on its own.
+    pub subject: Option<String>,
     /// Its quota.
     pub quota: QuotaKey,
 }
+
+impl Caller {
+    /// The caller whose quota is charged: the key's name, or
+    /// `anonymous/<address block>`.
+    pub fn quota_id(&self) -> String {
+        match &self.subject {
+            Some(s) => format!("{}/{s}", self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
+/// Most quota states kept in memory. Past it, states that are refilled and
+/// unused today are dropped; if none is, new anonymous subjects share one
+/// overflow state (so an abuser with many addresses cannot grow memory, and
+/// gets one shared quota for the surplus).
+const MAX_QUOTA_STATES: usize = 100_000;
 
 /// A hashable copy of a [`Quota`] (floats as bits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -193,6 +214,19 @@ struct KeyState {
     bytes_today: u64,
 }
 
+impl KeyState {
+    /// Whether dropping this state would give its owner anything back: a
+    /// bucket not yet refilled (at `caller`'s rates, the usual ones), or
+    /// counts of today.
+    fn in_use(&self, caller: &Caller, now: Instant, day: u64) -> bool {
+        let dt = now.duration_since(self.updated).as_secs_f64();
+        let refilled = self.tokens + dt * caller.quota.per_second() >= caller.quota.burst as f64
+            && self.request_tokens + dt * caller.quota.requests_per_second()
+                >= caller.quota.request_burst as f64;
+        !refilled || (self.day == day && (self.elements_today > 0 || self.bytes_today > 0))
+    }
+}
+
 /// In-process quota state. Time comes from `tokio::time::Instant`, so tests
 /// can pause and advance it; the UTC day is derived from the same clock.
 #[derive(Debug)]
@@ -228,7 +262,15 @@ impl MemoryQuotas {
         let now_unix = self.unix_now();
         let day = now_unix.as_secs() / 86_400;
         let mut map = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let st = map.entry(caller.name.clone()).or_insert_with(|| KeyState {
+        let mut id = caller.quota_id();
+        if map.len() >= MAX_QUOTA_STATES && !map.contains_key(&id) {
+            let now = Instant::now();
+            map.retain(|_, st| st.in_use(caller, now, day));
+            if map.len() >= MAX_QUOTA_STATES && caller.subject.is_some() {
+                id = format!("{}/overflow", caller.name);
+            }
+        }
+        let st = map.entry(id).or_insert_with(|| KeyState {
             tokens: caller.quota.burst as f64,
             request_tokens: caller.quota.request_burst as f64,
             updated: Instant::now(),
@@ -405,6 +447,7 @@ mod tests {
     fn caller(q: Quota) -> Caller {
         Caller {
             name: "t".into(),
+            subject: None,
             quota: q.into(),
         }
     }

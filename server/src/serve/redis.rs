@@ -137,7 +137,7 @@ impl RedisQuotas {
 
     /// The hash of `caller`'s state.
     fn key(&self, caller: &Caller) -> String {
-        format!("{}{{{}}}", self.settings.key_prefix, caller.name)
+        format!("{}{{{}}}", self.settings.key_prefix, caller.quota_id())
     }
 
     /// Runs the script with `args` for `caller`, within the timeout.

@@ -2,6 +2,7 @@
 //! a reload swaps atomically, the ids of indexes served before, the
 //! configuration, the API keys, the quota store and the metrics.
 
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
@@ -10,6 +11,7 @@ use breachcheck_proto::ServerKey;
 use crate::error::{Refusal, Result};
 use crate::index::reader::Index;
 use crate::key::{InsecureKeyMode, load_key, load_key_with};
+use crate::serve::source::{client_address, quota_subject};
 use crate::serve::auth::ApiKeys;
 use crate::serve::config::{Config, QuotaStoreConfig};
 use crate::serve::guard::Admitted;
@@ -202,21 +204,40 @@ impl AppState {
             return Ok(admitted.caller.clone());
         }
         let header = req.metadata().get("authorization").map(|v| v.as_bytes());
-        self.admit(header, call).await
+        let client = req.remote_addr().map(|peer| {
+            client_address(
+                peer.ip(),
+                &req.metadata().clone().into_headers(),
+                &self.config.trusted_proxies,
+            )
+        });
+        self.admit(header, call, client).await
     }
 
     /// Admits a call from its `authorization` header alone, before its body
     /// is read: authenticates it and charges one request to its key (the
     /// request rate; for Evaluate, a spent element quota is refused here too).
-    /// A GetIndexInfo without a key is public and not charged.
-    pub(crate) async fn admit(&self, header: Option<&[u8]>, call: Call) -> Result<Caller, Refusal> {
+    /// A GetIndexInfo without a key is public and not charged. An
+    /// anonymous caller is charged per `client` address block
+    /// ([`quota_subject`]); without an address (a transport that has none),
+    /// all share one.
+    pub(crate) async fn admit(
+        &self,
+        header: Option<&[u8]>,
+        call: Call,
+        client: Option<IpAddr>,
+    ) -> Result<Caller, Refusal> {
         if header.is_none() && call == Call::IndexInfo {
             return Ok(Caller {
                 name: "public".into(),
+                subject: None,
                 quota: self.config.anonymous.into(),
             });
         }
-        let caller = self.keys.authenticate(header)?;
+        let mut caller = self.keys.authenticate(header)?;
+        if header.is_none() {
+            caller.subject = client.map(quota_subject);
+        }
         let r = self.quotas.charge_request(&caller, call).await;
         self.charged(&caller, r)?;
         Ok(caller)
