@@ -3,7 +3,9 @@
 //! holds what the tests and the soak share:
 //!
 //! * [`raw`]: raw HTTP/2 and TCP probes (what an abuser sends);
-//! * [`soak`]: the abuse soak against a real `breachcheck-server`.
+//! * [`soak`]: the abuse soak against a real `breachcheck-server`;
+//! * [`browser`]: the web page driven in headless Chromium.
 
+pub mod browser;
 pub mod raw;
 pub mod soak;

@@ -818,6 +818,7 @@ async fn metrics_count_requests_elements_and_rejections() {
 
 mod abuse;
 mod binaries;
+mod browser;
 mod corpus;
 mod deploy;
 mod dispatch;

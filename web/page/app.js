@@ -138,6 +138,8 @@ async function check(event) {
     showError(err instanceof Error ? err.message : String(err));
   } finally {
     go.disabled = false;
+    // Checks finished (with an outcome or an error): what a test waits for.
+    document.body.dataset.checks = String(Number(document.body.dataset.checks ?? 0) + 1);
   }
 }
 
@@ -161,6 +163,7 @@ async function main() {
     showError(err instanceof Error ? err.message : String(err));
   }
   $('go').disabled = false;
+  document.body.dataset.ready = 'true';
 }
 
 main().catch((err) => showError(err instanceof Error ? err.message : String(err)));

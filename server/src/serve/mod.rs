@@ -123,13 +123,14 @@ pub async fn serve(
     }
     let web = config.web.then(tonic_web::GrpcWebLayer::new);
     let cors = (config.web && !config.cors_origins.is_empty()).then(|| cors(&config));
-    // Outermost first: CORS answers preflights; grpc-web is translated to
-    // gRPC before the page, metrics and the guard see it; metrics see every
-    // answer, the guard's refusals too.
+    // Outermost first: CORS answers preflights; the page's GETs are
+    // answered before grpc-web (which refuses any other HTTP/1.1 request);
+    // grpc-web is translated to gRPC before metrics and the guard see it;
+    // metrics see every answer, the guard's refusals too.
     let mut router = builder
         .layer(tower::util::option_layer(cors))
-        .layer(tower::util::option_layer(web))
         .layer(web::PageLayer::new(config.web))
+        .layer(tower::util::option_layer(web))
         .layer(MetricsLayer::new(metrics.clone()))
         .layer(GuardLayer::new(state))
         .add_service(health)

@@ -50,6 +50,11 @@ const ASSETS: &[Asset] = &[
         bytes: include_bytes!("../../../web/page/style.css"),
     },
     Asset {
+        path: "/favicon.svg",
+        content_type: "image/svg+xml",
+        bytes: include_bytes!("../../../web/page/favicon.svg"),
+    },
+    Asset {
         path: "/breachcheck_web.js",
         content_type: "text/javascript; charset=utf-8",
         bytes: include_bytes!("../../../web/dist/breachcheck_web.js"),

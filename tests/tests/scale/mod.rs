@@ -107,6 +107,7 @@ fn settings(url: String, prefix: &str) -> RedisSettings {
 fn caller(name: &str, q: Quota) -> Caller {
     Caller {
         name: name.into(),
+        subject: None,
         quota: q.into(),
     }
 }

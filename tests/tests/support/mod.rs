@@ -322,12 +322,25 @@ pub struct CustomServer {
 impl CustomServer {
     /// Binds 127.0.0.1:0, then serves `svc` until [`CustomServer::stop`].
     pub async fn start<T: Twist>(twist: T) -> Self {
+        Self::serve(twist, false).await
+    }
+
+    /// [`CustomServer::start`], with the web page and grpc-web as `serve
+    /// --web` has them: the page, a lying service behind it.
+    pub async fn start_web<T: Twist>(twist: T) -> Self {
+        Self::serve(twist, true).await
+    }
+
+    async fn serve<T: Twist>(twist: T, web: bool) -> Self {
         let svc = Twisted(twist);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(
             tonic::transport::Server::builder()
+                .accept_http1(web)
+                .layer(breachcheck_server::PageLayer::new(web))
+                .layer(tower::util::option_layer(web.then(tonic_web::GrpcWebLayer::new)))
                 .add_service(BreachCheckServer::new(svc))
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::TcpListenerStream::new(listener),
