@@ -338,7 +338,8 @@ async fn download(
             rest.retain(|&p| {
                 i += 1;
                 i > n
-                    || !buckets_under_prefix(p, plan.j, info.bucket_bits).all(|b| answer.was_sent(b))
+                    || !buckets_under_prefix(p, plan.j, info.bucket_bits)
+                        .all(|b| answer.was_sent(b))
             });
         }
     }

@@ -7,11 +7,11 @@ use std::time::Duration;
 use breachcheck_proto::Region;
 
 use crate::buckets::{BucketCache, SentBits};
+use crate::check::{Client, Inner, State};
 use crate::error::{ClientError, Result};
 use crate::pace::{OnProgress, Pacer, Progress};
 use crate::rpc::{self, Rpc};
 use crate::trust::TrustFile;
-use crate::check::{Client, Inner, State};
 
 /// How long a check waits, by default, for the server's evaluation rate to
 /// refill before it calls the quota exhausted.

@@ -10,9 +10,9 @@ use tokio::sync::mpsc;
 use crate::buckets::{BucketCache, SentBits};
 use crate::builder::ClientBuilder;
 use crate::checks::{breach_refs, served_key};
+use crate::display::anonymity_set;
 use crate::error::{ClientError, Result};
 use crate::evaluate::Evaluator;
-use crate::display::anonymity_set;
 use crate::pace::Pacer;
 use crate::rpc::Rpc;
 use crate::task::Incomplete;
@@ -312,4 +312,3 @@ impl Client {
 
 /// The numbers found, with the breaches of each.
 type Found = HashMap<PhoneNumber, Vec<BreachRef>>;
-

@@ -35,7 +35,6 @@ pub const MAX_BUCKET_ENTRIES: u32 = (MAX_RESPONSE_BYTES / 4) as u32;
 /// payload length plus the proof, so no layout may raise it past this).
 pub const MAX_PAYLOAD_LEN: u64 = (MAX_RESPONSE_BYTES - (64 << 10)) as u64;
 
-
 /// Checks that `info`'s bucket layout is one this client can use, and that
 /// its index id commits to its key, layout and bucket root (so that pinning
 /// the id pins every bucket).
@@ -102,11 +101,7 @@ pub fn bucket_of(number: &PhoneNumber, k: u32) -> u32 {
 /// # Errors
 ///
 /// [`ClientError::PrefixBitsRefused`] when the floor is above `allowed`.
-pub fn prefix_bits(
-    requested: Option<u32>,
-    allowed: Option<u32>,
-    info: &IndexInfo,
-) -> Result<u32> {
+pub fn prefix_bits(requested: Option<u32>, allowed: Option<u32>, info: &IndexInfo) -> Result<u32> {
     let k = info.bucket_bits;
     let wish = requested.unwrap_or(DEFAULT_PREFIX_BITS);
     let allowed = allowed.unwrap_or(wish);

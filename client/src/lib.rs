@@ -85,9 +85,7 @@ pub use builder::{ClientBuilder, DEFAULT_MAX_QUOTA_WAIT};
 #[cfg(feature = "grpc")]
 pub use check::Client;
 pub use checks::DEFAULT_PREFIX_BITS;
-pub use display::{
-    NUMBERING_PLAN, anonymity_set, escape_controls, human_count, privacy_statement,
-};
+pub use display::{NUMBERING_PLAN, anonymity_set, escape_controls, human_count, privacy_statement};
 pub use error::{ClientError, Result};
 #[cfg(feature = "grpc")]
 pub use pace::Progress;
@@ -133,4 +131,3 @@ impl From<&Breach> for BreachRef {
         }
     }
 }
-

@@ -38,11 +38,14 @@ try {
   for (const [i, c] of spec.checks.entries()) {
     await page.selectOption('#region', c.region);
     await page.fill('#number', c.input);
+    const t0 = performance.now();
     // The keyboard path: Enter in the field submits the form.
     await page.press('#number', 'Enter');
     await page.waitForFunction((n) => Number(document.body.dataset.checks ?? 0) >= n, i + 1, {
       timeout: 60_000,
+      polling: 5,
     });
+    const ms = performance.now() - t0;
     const errorShown = await page.isVisible('#error');
     out.results.push({
       input: c.input,
@@ -51,6 +54,7 @@ try {
       breaches: (await page.textContent('#breaches')) ?? '',
       privacy: (await page.textContent('#privacy')) ?? '',
       error: errorShown ? (await page.textContent('#error')) ?? '' : null,
+      ms,
     });
     if (c.screenshot) {
       await page.screenshot({ path: path.join(spec.outDir, c.screenshot), fullPage: true });

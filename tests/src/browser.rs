@@ -53,6 +53,8 @@ pub struct PageResult {
     pub privacy: String,
     /// The error shown, if any.
     pub error: Option<String>,
+    /// Milliseconds from the Enter key to the outcome on the page.
+    pub ms: f64,
 }
 
 /// One request of the page.
@@ -128,6 +130,7 @@ pub fn drive(
                 breaches: s(&r["breaches"]),
                 privacy: s(&r["privacy"]),
                 error: r["error"].as_str().map(str::to_owned),
+                ms: r["ms"].as_f64().unwrap_or(0.0),
             })
             .collect(),
         requests: v["requests"]

@@ -270,6 +270,18 @@ export class Session {
 if (Symbol.dispose) Session.prototype[Symbol.dispose] = Session.prototype.free;
 
 /**
+ * The country calling code of a region (`86` for `CN`), 0 if unknown.
+ * @param {string} region
+ * @returns {number}
+ */
+export function callingCode(region) {
+    const ptr0 = passStringToWasm0(region, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+    const len0 = WASM_VECTOR_LEN;
+    const ret = wasm.callingCode(ptr0, len0);
+    return ret;
+}
+
+/**
  * [`client_work_ms`] on the page's clock: the client's milliseconds per
  * number (blind, check, verify, finalize), for the benchmark.
  *

@@ -5,7 +5,9 @@
 // grpc-web) and shows the outcome. The number never leaves the WebAssembly
 // module except blinded.
 
-import init, { Check, Session, clientWorkMs, indexInfoRequest, regions } from './breachcheck_web.js';
+import init, {
+  Check, Session, callingCode, clientWorkMs, indexInfoRequest, regions,
+} from './breachcheck_web.js';
 
 const SERVICE = '/breachcheck.v1.BreachCheck/';
 // An index description or an Evaluate answer is small; bucket answers get
@@ -149,7 +151,7 @@ async function main() {
   for (const code of regions()) {
     const o = document.createElement('option');
     o.value = code;
-    o.textContent = code;
+    o.textContent = `${code} (+${callingCode(code)})`;
     select.append(o);
   }
   select.value = 'CN';

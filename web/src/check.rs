@@ -218,11 +218,7 @@ impl Check {
     /// # Errors
     ///
     /// A message that does not decode, or fails a check: the SDK's errors.
-    pub fn accept_evaluation(
-        &mut self,
-        session: &Session,
-        message: &[u8],
-    ) -> Result<(), WebError> {
+    pub fn accept_evaluation(&mut self, session: &Session, message: &[u8]) -> Result<(), WebError> {
         let resp = EvaluateResponse::decode(message)
             .map_err(|_| WebError::Input("the server's Evaluate answer does not decode".into()))?;
         let (evaluated, proof) = check_response(&self.blinded, &resp, &session.pinned)?;
@@ -351,8 +347,15 @@ pub fn client_work_ms(rounds: u32, now: &dyn Fn() -> f64) -> Result<f64, WebErro
         let t1 = now();
         let eval = key.blind_evaluate(&blinded, &mut rng)?;
         let resp = EvaluateResponse {
-            evaluated_elements: eval.elements.iter().map(|e| e.to_bytes().to_vec()).collect(),
-            proof: eval.proof.map(|p| p.to_bytes().to_vec()).unwrap_or_default(),
+            evaluated_elements: eval
+                .elements
+                .iter()
+                .map(|e| e.to_bytes().to_vec())
+                .collect(),
+            proof: eval
+                .proof
+                .map(|p| p.to_bytes().to_vec())
+                .unwrap_or_default(),
         };
         let t2 = now();
         let (evaluated, proof) = check_response(&blinded, &resp, &public)?;

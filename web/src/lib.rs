@@ -62,6 +62,12 @@ pub fn regions() -> Vec<String> {
     Region::known().map(str::to_owned).collect()
 }
 
+/// The country calling code of a region (`86` for `CN`), 0 if unknown.
+#[wasm_bindgen(js_name = callingCode)]
+pub fn calling_code(region: &str) -> u16 {
+    Region::parse(region).map_or(0, |r| r.calling_code())
+}
+
 /// [`client_work_ms`] on the page's clock: the client's milliseconds per
 /// number (blind, check, verify, finalize), for the benchmark.
 ///

@@ -74,12 +74,20 @@ pub struct Settings {
     pub web: Option<bool>,
     /// Origins whose pages may call this server's grpc-web (CORS), e.g.
     /// `https://check.example.org`; comma-separated. None by default.
-    #[arg(long = "cors-origin", env = "BREACHCHECK_CORS_ORIGINS", value_delimiter = ',')]
+    #[arg(
+        long = "cors-origin",
+        env = "BREACHCHECK_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
     pub cors_origins: Option<Vec<String>>,
     /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` and
     /// `Forwarded` headers name the client; comma-separated. None by
     /// default: the TCP peer is the client.
-    #[arg(long = "trusted-proxy", env = "BREACHCHECK_TRUSTED_PROXIES", value_delimiter = ',')]
+    #[arg(
+        long = "trusted-proxy",
+        env = "BREACHCHECK_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
     pub trusted_proxies: Option<Vec<String>>,
     /// Most connections open at once; more are closed at accept (default 4096).
     #[arg(long, env = "BREACHCHECK_MAX_CONNECTIONS")]

@@ -30,7 +30,11 @@ impl Cidr {
     ///
     /// [`ServerError::Input`] for anything else.
     pub fn parse(s: &str) -> Result<Self> {
-        let bad = || ServerError::Input(format!("trusted proxy {s:?} is not an address or CIDR block"));
+        let bad = || {
+            ServerError::Input(format!(
+                "trusted proxy {s:?} is not an address or CIDR block"
+            ))
+        };
         let (a, bits) = match s.trim().split_once('/') {
             Some((a, b)) => (a, Some(b.parse::<u8>().map_err(|_| bad())?)),
             None => (s.trim(), None),
@@ -47,12 +51,8 @@ impl Cidr {
     /// Whether `ip` is in this block (IPv4-mapped IPv6 addresses as IPv4).
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, canonical(ip)) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                prefix_eq(&net.octets(), &ip.octets(), self.bits)
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                prefix_eq(&net.octets(), &ip.octets(), self.bits)
-            }
+            (IpAddr::V4(net), IpAddr::V4(ip)) => prefix_eq(&net.octets(), &ip.octets(), self.bits),
+            (IpAddr::V6(net), IpAddr::V6(ip)) => prefix_eq(&net.octets(), &ip.octets(), self.bits),
             _ => false,
         }
     }
@@ -105,7 +105,9 @@ pub(crate) fn client_address(peer: IpAddr, headers: &http::HeaderMap, trusted: &
             for element in s.split(',') {
                 let ip = element.split(';').find_map(|pair| {
                     let (k, v) = pair.trim().split_once('=')?;
-                    k.trim().eq_ignore_ascii_case("for").then(|| forwarded_for(v))?
+                    k.trim()
+                        .eq_ignore_ascii_case("for")
+                        .then(|| forwarded_for(v))?
                 });
                 hops.push(ip);
             }
@@ -183,7 +185,10 @@ mod tests {
     #[test]
     fn headers_of_an_untrusted_peer_are_ignored() {
         let h = headers(&[("x-forwarded-for", "203.0.113.9")]);
-        assert_eq!(client_address(ip("198.51.100.1"), &h, &[]), ip("198.51.100.1"));
+        assert_eq!(
+            client_address(ip("198.51.100.1"), &h, &[]),
+            ip("198.51.100.1")
+        );
     }
 
     #[test]
@@ -191,12 +196,18 @@ mod tests {
         let trusted = [Cidr::parse("10.0.0.0/8").unwrap()];
         // A client that forges a first hop: the proxy appended the real one.
         let h = headers(&[("x-forwarded-for", "1.2.3.4, 203.0.113.9, 10.0.0.2")]);
-        assert_eq!(client_address(ip("10.0.0.1"), &h, &trusted), ip("203.0.113.9"));
+        assert_eq!(
+            client_address(ip("10.0.0.1"), &h, &trusted),
+            ip("203.0.113.9")
+        );
         let h = headers(&[(
             "forwarded",
             "for=1.2.3.4, for=\"[2001:db8::7]:4711\";proto=https, for=10.0.0.2",
         )]);
-        assert_eq!(client_address(ip("10.0.0.1"), &h, &trusted), ip("2001:db8::7"));
+        assert_eq!(
+            client_address(ip("10.0.0.1"), &h, &trusted),
+            ip("2001:db8::7")
+        );
         // Garbage stops the walk at the last trusted hop.
         let h = headers(&[("x-forwarded-for", "203.0.113.9, bogus")]);
         assert_eq!(client_address(ip("10.0.0.1"), &h, &trusted), ip("10.0.0.1"));
@@ -209,8 +220,14 @@ mod tests {
 
     #[test]
     fn ipv6_clients_share_their_64() {
-        assert_eq!(quota_subject(ip("2001:db8:1:2:aaaa::1")), "2001:db8:1:2::/64");
-        assert_eq!(quota_subject(ip("2001:db8:1:2:bbbb::9")), "2001:db8:1:2::/64");
+        assert_eq!(
+            quota_subject(ip("2001:db8:1:2:aaaa::1")),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(
+            quota_subject(ip("2001:db8:1:2:bbbb::9")),
+            "2001:db8:1:2::/64"
+        );
         assert_eq!(quota_subject(ip("::ffff:192.0.2.5")), "192.0.2.5");
     }
 }

@@ -11,13 +11,13 @@ use breachcheck_proto::ServerKey;
 use crate::error::{Refusal, Result};
 use crate::index::reader::Index;
 use crate::key::{InsecureKeyMode, load_key, load_key_with};
-use crate::serve::source::{client_address, quota_subject};
 use crate::serve::auth::ApiKeys;
 use crate::serve::config::{Config, QuotaStoreConfig};
 use crate::serve::guard::Admitted;
 use crate::serve::metrics::Metrics;
 use crate::serve::quota::{Call, Caller, MemoryQuotas, QuotaError, QuotaStore, REQUEST_RATE};
 use crate::serve::redis::RedisQuotas;
+use crate::serve::source::{client_address, quota_subject};
 
 /// An index and the key it was built with, served together. A bucket-only
 /// replica has no key: it answers GetIndexInfo and GetBuckets only.

@@ -74,8 +74,7 @@ fn gzipped(i: usize) -> &'static Bytes {
             .iter()
             .map(|a| {
                 use std::io::Write as _;
-                let mut e =
-                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
                 // Writing to a Vec cannot fail.
                 let _ = e.write_all(a.bytes);
                 Bytes::from(e.finish().unwrap_or_default())
@@ -118,7 +117,10 @@ fn answer(req: &http::Request<Body>) -> Option<http::Response<Body>> {
         .status(http::StatusCode::OK)
         .header(http::header::CONTENT_TYPE, ASSETS[i].content_type)
         .header(http::header::CONTENT_LENGTH, bytes.len())
-        .header(http::header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY)
+        .header(
+            http::header::CONTENT_SECURITY_POLICY,
+            CONTENT_SECURITY_POLICY,
+        )
         .header(http::header::X_CONTENT_TYPE_OPTIONS, "nosniff")
         .header(http::header::REFERRER_POLICY, "no-referrer")
         .header("cross-origin-opener-policy", "same-origin")

@@ -61,6 +61,21 @@ fn main() {
         .expect("cargo build");
     assert!(st.success());
     let bin = root.join("target/release");
+    if args.iter().any(|a| a == "--browser") {
+        // The browser section alone, into the existing report.
+        let dir = std::env::temp_dir().join(format!("breachcheck-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut r = Report::default();
+        eprintln!("bench: index build, N = {n}");
+        build(&mut r, &bin, &dir, n);
+        let section = browser(&bin, &dir, n);
+        let _ = std::fs::remove_dir_all(&dir);
+        let old = std::fs::read_to_string(&out).unwrap_or_default();
+        std::fs::write(&out, with_section(&old, &section)).expect("write report");
+        println!("{section}");
+        eprintln!("bench: wrote the browser section of {}", out.display());
+        return;
+    }
 
     let mut r = Report {
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -80,8 +95,11 @@ fn main() {
         vec![1, 100, 10_000, 1_000_000]
     };
     end_to_end(&mut r, &bin, &dir, &ms);
+    eprintln!("bench: the web page in headless Chromium");
+    let browser_section = browser(&bin, &dir, n);
     let _ = std::fs::remove_dir_all(&dir);
     let mut text = r.render(n);
+    text.push_str(&browser_section);
     // The abuse soak's section (`--bin soak`, run separately) is kept.
     if let Some(i) = std::fs::read_to_string(&out)
         .ok()
@@ -92,6 +110,150 @@ fn main() {
     std::fs::write(&out, &text).expect("write report");
     println!("{text}");
     eprintln!("bench: wrote {}", out.display());
+}
+
+/// `report` with its "## Browser" section replaced by `section` (or added
+/// before the abuse soak's).
+fn with_section(report: &str, section: &str) -> String {
+    let section = format!("{}\n\n", section.trim_end());
+    if let Some(i) = report.find("\n## Browser") {
+        let start = i + 1;
+        let end = report[start..]
+            .find("\n## ")
+            .map_or(report.len(), |j| start + j + 1);
+        format!("{}{section}{}", &report[..start], &report[end..])
+    } else if let Some(i) = report.find("\n## Abuse soak") {
+        format!("{}{section}{}", &report[..=i], &report[i + 1..])
+    } else {
+        format!("{report}\n{section}")
+    }
+}
+
+/// The web page (`serve --web`) over the index in `dir`, in headless
+/// Chromium: the client's work per number in WebAssembly against the same
+/// code natively (same machine, same run), a check through the page, and
+/// the page's size. Returns the report section.
+fn browser(bin: &Path, dir: &Path, n: u64) -> String {
+    const ROUNDS: u32 = 200;
+    let config = dir.join("web.toml");
+    std::fs::write(
+        &config,
+        "allow_anonymous = true\n[anonymous]\nelements_per_second = 1e6\nburst = 1000000\nelements_per_day = 1000000000\nbucket_bytes_per_day = 1000000000000\nrequests_per_second = 1e6\nrequest_burst = 1000000\n",
+    )
+    .unwrap();
+    let mut server = Command::new(bin.join("breachcheck-server"))
+        .args(["serve", "--web", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--index")
+        .arg(dir.join("bench.idx"))
+        .arg("--key")
+        .arg(dir.join("k.key"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
+    let members = std::fs::read_to_string(dir.join("members.txt")).unwrap();
+    let non = std::fs::read_to_string(dir.join("non.txt")).unwrap();
+    let check = |input: &str| breachcheck_tests::browser::PageCheck {
+        input: input.to_owned(),
+        region: "CN".into(),
+        screenshot: None,
+    };
+    let checks: Vec<_> = members
+        .lines()
+        .take(5)
+        .chain(non.lines().take(5))
+        .map(check)
+        .collect();
+    let out = dir.join("page");
+    std::fs::create_dir_all(&out).unwrap();
+    let run =
+        breachcheck_tests::browser::drive(&format!("http://{addr}/"), &out, &checks, Some(ROUNDS))
+            .expect("drive the page");
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        run.results.iter().all(|r| r.error.is_none()),
+        "{:?}",
+        run.results
+    );
+    let t0 = Instant::now();
+    let clock = move || t0.elapsed().as_secs_f64() * 1e3;
+    // Warm up, then the native figure in the same run.
+    let _ = breachcheck_web::client_work_ms(20, &clock);
+    let native = breachcheck_web::client_work_ms(ROUNDS, &clock).expect("native");
+    let wasm = run.bench_ms.expect("the page's clientWorkMs");
+    let mut page_ms: Vec<f64> = run.results.iter().map(|r| r.ms).collect();
+    let median = percentile(&mut page_ms, 0.5);
+    let (raw, gz) = breachcheck_server::page_size();
+    let wasm_js = |name: &str| {
+        std::fs::metadata(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../web/dist")
+                .join(name),
+        )
+        .map_or(0, |m| m.len())
+    };
+    let gz_of = |name: &str| {
+        use std::io::Write as _;
+        let bytes = std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../web/dist")
+                .join(name),
+        )
+        .unwrap_or_default();
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(&bytes).unwrap();
+        e.finish().unwrap().len() as u64
+    };
+    let core_gz = gz_of("breachcheck_web_bg.wasm") + gz_of("breachcheck_web.js");
+    let core_raw = wasm_js("breachcheck_web_bg.wasm") + wasm_js("breachcheck_web.js");
+    let mut s = String::new();
+    let _ = writeln!(s, "## Browser (WebAssembly client in headless Chromium)\n");
+    let _ = writeln!(
+        s,
+        "`cargo run --release -p breachcheck-tests --bin bench -- --browser --n {n}` (this section alone; the full run includes it). \
+         `serve --web` over the N = {n} index above; Debian's Chromium, headless, driven by playwright-core (`tests/browser/page.mjs`). \
+         The client's work per number is the same Rust function (`breachcheck_web::client_work_ms`: blind; check the response, verify the proof, finalize; \
+         the stand-in server's evaluation not counted) run {ROUNDS} times natively (this release build) and in the page, one number per batch as the page checks.\n"
+    );
+    let _ = writeln!(s, "| figure | value |\n|---|---|");
+    let _ = writeln!(
+        s,
+        "| client work per number, native (release, `target-cpu=native`) | {native:.3} ms |"
+    );
+    let _ = writeln!(
+        s,
+        "| client work per number, WebAssembly in Chromium | {wasm:.3} ms |"
+    );
+    let _ = writeln!(
+        s,
+        "| **ratio WebAssembly / native** (target ≤ 3×) | **{:.2}×** |",
+        wasm / native
+    );
+    let _ = writeln!(
+        s,
+        "| one check on the page, Enter to verdict (GetIndexInfo, Evaluate, GetBuckets over loopback; median of {}) | {median:.1} ms |",
+        page_ms.len()
+    );
+    let _ = writeln!(
+        s,
+        "| WebAssembly + its JavaScript glue | {} raw, **{} gzip** (target ≤ 400 KB) |",
+        human_bytes(core_raw),
+        human_bytes(core_gz)
+    );
+    let _ = writeln!(
+        s,
+        "| the whole page (HTML, CSS, script, icon, WebAssembly, glue) as served | {} raw, {} gzip |\n",
+        human_bytes(raw as u64),
+        human_bytes(gz as u64)
+    );
+    s
 }
 
 #[derive(Default)]

@@ -48,7 +48,11 @@ fn check(input: &str, screenshot: Option<&str>) -> PageCheck {
 /// The page's run, failing the test with the driver's complaint.
 fn run(url: &str, dir: &TempDir, checks: &[PageCheck]) -> PageRun {
     let run = drive(url, dir.path(), checks, None).expect("drive the page in Chromium");
-    assert!(run.ready, "the page never became ready: {:?}", run.console_errors);
+    assert!(
+        run.ready,
+        "the page never became ready: {:?}",
+        run.console_errors
+    );
     run
 }
 
@@ -71,18 +75,28 @@ fn the_page_checks_privately_in_chromium() {
     let run = run(
         &format!("{}/", server.url()),
         &dir,
-        &[check(&national, Some(shot)), check(clean, Some("clean.png"))],
+        &[
+            check(&national, Some(shot)),
+            check(clean, Some("clean.png")),
+        ],
     );
     assert!(run.console_errors.is_empty(), "{:?}", run.console_errors);
     let (found, not_found) = (&run.results[0], &run.results[1]);
     assert!(found.shown && found.error.is_none(), "{found:?}");
     assert_eq!(found.verdict, format!("{leaked} is in the leaked data"));
     assert!(
-        found.breaches.contains("Synthetic Weibo-like dump") && found.breaches.contains("phone numbers"),
+        found.breaches.contains("Synthetic Weibo-like dump")
+            && found.breaches.contains("phone numbers"),
         "{found:?}"
     );
-    assert!(not_found.shown && not_found.error.is_none(), "{not_found:?}");
-    assert_eq!(not_found.verdict, format!("{clean} was not found in the leaked data"));
+    assert!(
+        not_found.shown && not_found.error.is_none(),
+        "{not_found:?}"
+    );
+    assert_eq!(
+        not_found.verdict,
+        format!("{clean} was not found in the leaked data")
+    );
     // The fixture has k = 4: one 4-bit prefix per check.
     assert!(
         found.privacy.contains("the server learned 4 bits"),
@@ -114,7 +128,7 @@ fn the_page_checks_privately_in_chromium() {
                     "/breachcheck_web.js",
                     "/breachcheck_web_bg.wasm"
                 ]
-                    .contains(&path),
+                .contains(&path),
                 "unexpected GET {path}"
             ),
             "POST" => rpcs.push(
@@ -124,7 +138,12 @@ fn the_page_checks_privately_in_chromium() {
             ),
             m => panic!("unexpected {m} {path}"),
         }
-        for number in [leaked.as_str(), &national, clean, clean.trim_start_matches("+86")] {
+        for number in [
+            leaked.as_str(),
+            &national,
+            clean,
+            clean.trim_start_matches("+86"),
+        ] {
             let utf16: Vec<u8> = number.encode_utf16().flat_map(u16::to_le_bytes).collect();
             for needle in [number.as_bytes(), &utf16[..]] {
                 assert!(
@@ -137,7 +156,10 @@ fn the_page_checks_privately_in_chromium() {
     for rpc in ["GetIndexInfo", "Evaluate", "GetBuckets"] {
         assert!(rpcs.iter().any(|r| r == rpc), "{rpc} not called: {rpcs:?}");
     }
-    assert!(rpcs.iter().all(|r| ["GetIndexInfo", "Evaluate", "GetBuckets"].contains(&r.as_str())));
+    assert!(
+        rpcs.iter()
+            .all(|r| ["GetIndexInfo", "Evaluate", "GetBuckets"].contains(&r.as_str()))
+    );
     // The server saw exactly the two checks' calls, nothing else.
     let metric = |rpc: &str| {
         server.metric(&format!(
@@ -148,7 +170,9 @@ fn the_page_checks_privately_in_chromium() {
     assert_eq!(metric("GetBuckets"), 2);
     let shot = dir.join(shot);
     assert!(
-        std::fs::metadata(&shot).map(|m| m.len() > 10_000).unwrap_or(false),
+        std::fs::metadata(&shot)
+            .map(|m| m.len() > 10_000)
+            .unwrap_or(false),
         "no screenshot"
     );
     eprintln!("screenshot: {}", shot.display());
@@ -175,7 +199,10 @@ fn a_pinned_key_that_is_not_the_servers_is_an_error_on_the_page() {
     let r = &run.results[0];
     assert!(!r.shown, "{r:?}");
     let e = r.error.as_deref().unwrap_or_default();
-    assert!(e.contains("is not the pinned key") && e.contains("not a \"not found\""), "{e}");
+    assert!(
+        e.contains("is not the pinned key") && e.contains("not a \"not found\""),
+        "{e}"
+    );
 }
 
 /// A server that advertises the fixture's key but evaluates under another.
@@ -205,8 +232,15 @@ impl Twist for OtherKey {
             .blind_evaluate(&blinded, &mut rand::rng())
             .expect("evaluate");
         Ok(Response::new(pb::EvaluateResponse {
-            evaluated_elements: eval.elements.iter().map(|e| e.to_bytes().to_vec()).collect(),
-            proof: eval.proof.map(|p| p.to_bytes().to_vec()).unwrap_or_default(),
+            evaluated_elements: eval
+                .elements
+                .iter()
+                .map(|e| e.to_bytes().to_vec())
+                .collect(),
+            proof: eval
+                .proof
+                .map(|p| p.to_bytes().to_vec())
+                .unwrap_or_default(),
         }))
     }
 }
@@ -226,7 +260,10 @@ fn a_server_answering_under_another_key_makes_the_page_show_an_error() {
     let run = drive(
         &format!("{}/", server.url()),
         dir.path(),
-        &[check(&f.members[1], Some("liar.png")), check(&f.non_members[1], None)],
+        &[
+            check(&f.members[1], Some("liar.png")),
+            check(&f.non_members[1], None),
+        ],
         None,
     )
     .expect("drive");
@@ -272,7 +309,10 @@ fn grpc_web_and_the_page_are_served_only_with_web_and_cors_only_for_configured_o
     let f = fixture();
     let dir = TempDir::new("grpc-web");
     let plain = Replica::start(&web_config(&dir, ""), &f.index, Some(&f.key), &[]);
-    let page = http1(plain.addr, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let page = http1(
+        plain.addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
     assert!(!page.contains("200 OK"), "{page}");
 
     let dir2 = TempDir::new("grpc-web-cors");
@@ -282,16 +322,25 @@ fn grpc_web_and_the_page_are_served_only_with_web_and_cors_only_for_configured_o
         Some(&f.key),
         &["--web"],
     );
-    let page = http1(web.addr, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let page = http1(
+        web.addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
     assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
     let lower = page.to_ascii_lowercase();
-    assert!(lower.contains("content-security-policy: default-src 'none'"), "{page}");
+    assert!(
+        lower.contains("content-security-policy: default-src 'none'"),
+        "{page}"
+    );
     assert!(lower.contains("x-content-type-options: nosniff"));
     assert!(page.contains("Check privately"));
 
     let info = http1(web.addr, &grpc_web_info(""));
     assert!(info.starts_with("HTTP/1.1 200 OK"), "{info}");
-    assert!(info.to_ascii_lowercase().contains("application/grpc-web"), "{info}");
+    assert!(
+        info.to_ascii_lowercase().contains("application/grpc-web"),
+        "{info}"
+    );
     assert!(info.contains("ristretto255-SHA512"), "{info}");
 
     let preflight = |origin: &str| {
@@ -313,7 +362,10 @@ fn grpc_web_and_the_page_are_served_only_with_web_and_cors_only_for_configured_o
         "{allowed}"
     );
     let refused = preflight("https://evil.example");
-    assert!(!refused.contains("access-control-allow-origin"), "{refused}");
+    assert!(
+        !refused.contains("access-control-allow-origin"),
+        "{refused}"
+    );
 }
 
 /// See: #14. Anonymous calls are charged per client address: one address
@@ -328,9 +380,10 @@ fn anonymous_quota_is_per_client_address_and_forwarding_is_trusted_only_from_pro
                  elements_per_day = 100000\nbucket_bytes_per_day = 100000000\n\
                  requests_per_second = 0.0001\nrequest_burst = 5\n";
     let evaluate = |server: &Replica, forwarded_for: &str| -> String {
-        let blinded = breachcheck_proto::blind_batch(Mode::Voprf, &[b"+8613800138000"], &mut rand::rng())
-            .expect("blind")
-            .1;
+        let blinded =
+            breachcheck_proto::blind_batch(Mode::Voprf, &[b"+8613800138000"], &mut rand::rng())
+                .expect("blind")
+                .1;
         let msg = prost::Message::encode_to_vec(&EvaluateRequest {
             index_id: Vec::new(),
             blinded_elements: vec![blinded[0].to_bytes().to_vec()],
@@ -348,14 +401,17 @@ fn anonymous_quota_is_per_client_address_and_forwarding_is_trusted_only_from_pro
         req.extend_from_slice(&body);
         http1(server.addr, &req)
     };
-    let spent = |answer: &str| answer.contains("grpc-status: 8") || answer.contains("grpc-status:8");
+    let spent =
+        |answer: &str| answer.contains("grpc-status: 8") || answer.contains("grpc-status:8");
 
     // Behind a trusted proxy (127.0.0.1): each forwarded address has its own.
     let dir = TempDir::new("anon-proxy");
     let path = dir.join("server.toml");
     std::fs::write(
         &path,
-        format!("allow_anonymous = true\nmax_batch = 64\ntrusted_proxies = [\"127.0.0.1\"]\n{quota}"),
+        format!(
+            "allow_anonymous = true\nmax_batch = 64\ntrusted_proxies = [\"127.0.0.1\"]\n{quota}"
+        ),
     )
     .expect("config");
     let proxied = Replica::start(&path, &f.index, Some(&f.key), &["--web"]);
@@ -375,13 +431,20 @@ fn anonymous_quota_is_per_client_address_and_forwarding_is_trusted_only_from_pro
     // Without a trusted proxy, the header is the caller's word: ignored.
     let dir2 = TempDir::new("anon-direct");
     let path2 = dir2.join("server.toml");
-    std::fs::write(&path2, format!("allow_anonymous = true\nmax_batch = 64\n{quota}")).expect("config");
+    std::fs::write(
+        &path2,
+        format!("allow_anonymous = true\nmax_batch = 64\n{quota}"),
+    )
+    .expect("config");
     let direct = Replica::start(&path2, &f.index, Some(&f.key), &["--web"]);
     for i in 0..5 {
         assert!(!spent(&evaluate(&direct, &format!("192.0.2.{i}"))));
     }
     let forged = evaluate(&direct, "192.0.2.99");
-    assert!(spent(&forged), "a forged X-Forwarded-For bought a fresh quota: {forged}");
+    assert!(
+        spent(&forged),
+        "a forged X-Forwarded-For bought a fresh quota: {forged}"
+    );
     // Logs and metrics name no address.
     let rejections = direct.metric("breachcheck_quota_rejections_total{api_key=\"anonymous\"}");
     assert!(rejections >= 1);

@@ -340,7 +340,9 @@ impl CustomServer {
             tonic::transport::Server::builder()
                 .accept_http1(web)
                 .layer(breachcheck_server::PageLayer::new(web))
-                .layer(tower::util::option_layer(web.then(tonic_web::GrpcWebLayer::new)))
+                .layer(tower::util::option_layer(
+                    web.then(tonic_web::GrpcWebLayer::new),
+                ))
                 .add_service(BreachCheckServer::new(svc))
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::TcpListenerStream::new(listener),
