@@ -180,6 +180,10 @@ impl PrefixPlan {
 }
 
 /// [`Answer`] over the bucket numbers `sent`, for the fuzz targets.
+///
+/// # Errors
+///
+/// [`ClientError::BadBucket`] for a bucket not asked for, sent twice, or missing.
 pub fn check_bucket_numbers(expected: BTreeSet<u32>, sent: &[u32]) -> Result<()> {
     let mut a = Answer::new(expected);
     for &b in sent {
@@ -210,6 +214,10 @@ impl Answer {
     }
 
     /// Accepts the chunk of a bucket asked for and not yet sent.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::BadBucket`] for a bucket not asked for or sent twice.
     pub fn accept(&mut self, chunk: &BucketChunk) -> Result<()> {
         let b = chunk.bucket;
         if !self.expected.contains(&b) {
@@ -238,6 +246,10 @@ impl Answer {
     }
 
     /// At the end of the answer: every bucket asked for was sent.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::BadBucket`] naming the first bucket not sent.
     pub fn finish(&self) -> Result<()> {
         match self.expected.difference(&self.seen).next() {
             Some(&b) => Err(bad(b, "the server did not send it")),
@@ -249,6 +261,12 @@ impl Answer {
 /// Checks the payload of `bucket` against `info`'s bucket root with its
 /// Merkle `proof` (before anything is allocated for it), then decodes it with
 /// `info`'s shape.
+///
+/// # Errors
+///
+/// [`ClientError::BadBucket`] for a payload of the wrong length, a failing
+/// Merkle proof, another Golomb parameter, or one that does not decode to
+/// exactly `bucket_entries` entries.
 pub fn decode(bucket: u32, bytes: &[u8], proof: &[u8], info: &IndexInfo) -> Result<Payload> {
     if bytes.len() != info.payload_len as usize {
         return Err(bad(bucket, "the payload is not the index's payload length"));

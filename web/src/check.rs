@@ -358,16 +358,60 @@ pub fn client_work_ms(rounds: u32, now: &dyn Fn() -> f64) -> Result<f64, WebErro
                 .unwrap_or_default(),
         };
         let t2 = now();
-        let (evaluated, proof) = check_response(&blinded, &resp, &public)?;
+        let (evaluated, proof) = check_response(&blinded, &resp, public)?;
         finalize(
             Mode::Voprf,
             &[input.as_bytes()],
             &blinds,
             &blinded,
             &evaluated,
-            Some((&public, &proof)),
+            Some((public, &proof)),
         )?;
         spent += (t1 - t0) + (now() - t2);
     }
     Ok(spent / f64::from(rounds.max(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use breachcheck_proto::SUITE;
+
+    use super::*;
+
+    #[test]
+    fn the_client_work_runs_the_whole_round_trip() {
+        let t = std::time::Instant::now();
+        let clock = move || t.elapsed().as_secs_f64() * 1e3;
+        let ms = client_work_ms(3, &clock).expect("round trip");
+        assert!(ms > 0.0);
+    }
+
+    #[test]
+    fn a_description_that_does_not_decode_or_commit_is_refused() {
+        assert!(Session::new(&[0xff, 0xff, 0xff], None).is_err());
+        let key = breachcheck_proto::ServerKey::random(Mode::Voprf, &mut rand::rng());
+        let info = IndexInfo {
+            suite: SUITE.into(),
+            mode: 1,
+            public_key: key.public_key().to_bytes().to_vec(),
+            index_id: vec![7; 32],
+            bucket_root: vec![1; 32],
+            bucket_bits: 4,
+            bucket_entries: 1,
+            fingerprint_bits: 32,
+            entry_count: 1,
+            payload_len: 64,
+            ..IndexInfo::default()
+        };
+        let e = Session::new(&info.encode_to_vec(), None)
+            .expect_err("a layout no honest build makes, an id that commits to nothing");
+        assert!(e.to_string().starts_with("unsupported index"), "{e}");
+    }
+
+    #[test]
+    fn a_pin_is_64_hex_digits() {
+        assert!(parse_key("not hex").is_err());
+        assert!(parse_key(&"ab".repeat(31)).is_err());
+        assert_eq!(parse_key(&"ab".repeat(32)).ok(), Some([0xab; 32]));
+    }
 }

@@ -38,11 +38,7 @@ fn js(e: impl std::fmt::Display) -> JsError {
 }
 
 /// The one message of a unary grpc-web answer.
-fn unary<'a>(
-    body: &'a [u8],
-    status: Option<String>,
-    message: Option<String>,
-) -> Result<&'a [u8], JsError> {
+fn unary(body: &[u8], status: Option<String>, message: Option<String>) -> Result<&[u8], JsError> {
     match messages(body, status.as_deref(), message.as_deref()).map_err(js)?[..] {
         [one] => Ok(one),
         _ => Err(js(CallError::Malformed("not exactly one message"))),

@@ -168,6 +168,18 @@ fn the_page_checks_privately_in_chromium() {
     };
     assert_eq!(metric("Evaluate"), 2);
     assert_eq!(metric("GetBuckets"), 2);
+    let text = server.scrape();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("breachcheck_requests_total{"))
+    {
+        assert!(
+            ["GetIndexInfo", "Evaluate", "GetBuckets"]
+                .iter()
+                .any(|rpc| line.contains(&format!("rpc=\"{rpc}\",code=\"OK\""))),
+            "the server saw another call: {line}"
+        );
+    }
     let shot = dir.join(shot);
     assert!(
         std::fs::metadata(&shot)
@@ -368,6 +380,41 @@ fn grpc_web_and_the_page_are_served_only_with_web_and_cors_only_for_configured_o
     );
 }
 
+/// A grpc-web Evaluate of one blinded number over HTTP/1.1, from a client
+/// that says it forwards for `forwarded_for`; the whole answer as text.
+fn grpc_web_evaluate(server: &Replica, forwarded_for: &str) -> String {
+    let blinded =
+        breachcheck_proto::blind_batch(Mode::Voprf, &[b"+8613800138000"], &mut rand::rng())
+            .expect("blind")
+            .1;
+    let msg = prost::Message::encode_to_vec(&EvaluateRequest {
+        index_id: Vec::new(),
+        blinded_elements: vec![blinded[0].to_bytes().to_vec()],
+    });
+    let mut body = vec![0];
+    body.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    body.extend_from_slice(&msg);
+    let mut req = format!(
+        "POST /breachcheck.v1.BreachCheck/Evaluate HTTP/1.1\r\nHost: x\r\n\
+         Content-Type: application/grpc-web+proto\r\nX-Grpc-Web: 1\r\n\
+         X-Forwarded-For: {forwarded_for}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&body);
+    http1(server.addr, &req)
+}
+
+/// Whether a grpc-web answer is RESOURCE_EXHAUSTED.
+fn spent(answer: &str) -> bool {
+    answer.contains("grpc-status: 8") || answer.contains("grpc-status:8")
+}
+
+/// The anonymous quota of the per-address tests: five calls a day.
+const FIVE_CALLS: &str = "[anonymous]\nelements_per_second = 100.0\nburst = 1000\n\
+     elements_per_day = 100000\nbucket_bytes_per_day = 100000000\n\
+     requests_per_second = 0.0001\nrequest_burst = 5\n";
+
 /// See: #14. Anonymous calls are charged per client address: one address
 /// spending its quota leaves another's whole. Behind a trusted proxy the
 /// address is the forwarded one; from an untrusted peer, forwarding
@@ -376,33 +423,8 @@ fn grpc_web_and_the_page_are_served_only_with_web_and_cors_only_for_configured_o
 fn anonymous_quota_is_per_client_address_and_forwarding_is_trusted_only_from_proxies() {
     let f = fixture();
     // Five Evaluate requests a day for each address (`request_burst`).
-    let quota = "[anonymous]\nelements_per_second = 100.0\nburst = 1000\n\
-                 elements_per_day = 100000\nbucket_bytes_per_day = 100000000\n\
-                 requests_per_second = 0.0001\nrequest_burst = 5\n";
-    let evaluate = |server: &Replica, forwarded_for: &str| -> String {
-        let blinded =
-            breachcheck_proto::blind_batch(Mode::Voprf, &[b"+8613800138000"], &mut rand::rng())
-                .expect("blind")
-                .1;
-        let msg = prost::Message::encode_to_vec(&EvaluateRequest {
-            index_id: Vec::new(),
-            blinded_elements: vec![blinded[0].to_bytes().to_vec()],
-        });
-        let mut body = vec![0];
-        body.extend_from_slice(&(msg.len() as u32).to_be_bytes());
-        body.extend_from_slice(&msg);
-        let mut req = format!(
-            "POST /breachcheck.v1.BreachCheck/Evaluate HTTP/1.1\r\nHost: x\r\n\
-             Content-Type: application/grpc-web+proto\r\nX-Grpc-Web: 1\r\n\
-             X-Forwarded-For: {forwarded_for}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        req.extend_from_slice(&body);
-        http1(server.addr, &req)
-    };
-    let spent =
-        |answer: &str| answer.contains("grpc-status: 8") || answer.contains("grpc-status:8");
+    let quota = FIVE_CALLS;
+    let evaluate = grpc_web_evaluate;
 
     // Behind a trusted proxy (127.0.0.1): each forwarded address has its own.
     let dir = TempDir::new("anon-proxy");
@@ -448,4 +470,41 @@ fn anonymous_quota_is_per_client_address_and_forwarding_is_trusted_only_from_pro
     // Logs and metrics name no address.
     let rejections = direct.metric("breachcheck_quota_rejections_total{api_key=\"anonymous\"}");
     assert!(rejections >= 1);
+}
+
+/// See: #14. With the Redis quota store, an address's anonymous quota is
+/// one across replicas: spent through one, it is spent through the other;
+/// another address keeps its own.
+#[test]
+fn per_address_quotas_are_shared_by_replicas_through_redis() {
+    let f = fixture();
+    let redis = crate::scale::Redis::start(None);
+    let dir = TempDir::new("anon-redis");
+    let path = dir.join("server.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "allow_anonymous = true\nmax_batch = 64\ntrusted_proxies = [\"127.0.0.1\"]\n\
+             [quota]\nbackend = \"redis\"\nurl = \"{}\"\n{FIVE_CALLS}",
+            redis.url()
+        ),
+    )
+    .expect("config");
+    let a = Replica::start(&path, &f.index, Some(&f.key), &["--web"]);
+    let b = Replica::start(&path, &f.index, Some(&f.key), &["--web"]);
+    for i in 0..5 {
+        let via = if i % 2 == 0 { &a } else { &b };
+        let answer = grpc_web_evaluate(via, "203.0.113.50");
+        assert!(!spent(&answer), "call {i}: {answer}");
+    }
+    assert!(spent(&grpc_web_evaluate(&a, "203.0.113.50")));
+    assert!(spent(&grpc_web_evaluate(&b, "203.0.113.50")));
+    assert!(!spent(&grpc_web_evaluate(&b, "203.0.113.51")));
+    // The state lives under the address block (named in no metric).
+    assert_eq!(
+        redis
+            .cmd(&["EXISTS", "breachcheck:{anonymous/203.0.113.50}"])
+            .as_deref(),
+        Some(":1")
+    );
 }

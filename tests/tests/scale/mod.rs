@@ -337,8 +337,8 @@ impl Replica {
         format!("http://{}", self.addr)
     }
 
-    /// A counter or gauge of `/metrics` (0 when absent).
-    pub(crate) fn metric(&self, name: &str) -> u64 {
+    /// The text of `/metrics`.
+    pub(crate) fn scrape(&self) -> String {
         let mut s = TcpStream::connect(self.metrics).expect("metrics");
         s.set_read_timeout(Some(Duration::from_secs(5)))
             .expect("timeout");
@@ -346,7 +346,13 @@ impl Replica {
             .expect("write");
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
-        out.lines()
+        out
+    }
+
+    /// A counter or gauge of `/metrics` (0 when absent).
+    pub(crate) fn metric(&self, name: &str) -> u64 {
+        self.scrape()
+            .lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
             .unwrap_or(0)
     }
