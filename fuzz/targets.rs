@@ -248,6 +248,7 @@ pub(crate) const TARGETS: &[Target] = &[
     ("client_info", client_info),
     ("client_bucket", client_bucket),
     ("client_response", client_response),
+    ("grpc_web", grpc_web),
 ];
 
 // --- the client's checks of untrusted messages (#11) -------------------------
@@ -414,4 +415,27 @@ pub(crate) fn client_response(data: &[u8]) {
     if let Ok(accepted) = fuzzing::evaluate_response(&sent, &resp, &key) {
         assert_eq!(accepted, sent.len());
     }
+}
+
+// --- the browser client's decoders (#14) -------------------------------------
+
+/// What the page's WebAssembly core reads from the server: a grpc-web
+/// response body (frames and trailers) with or without a status in the
+/// headers, and an IndexInfo message as a session. The first byte picks the
+/// header status. Accepted messages are slices of the body, in order.
+pub(crate) fn grpc_web(data: &[u8]) {
+    let (first, body) = data.split_first().unwrap_or((&0, data));
+    let header = match first % 4 {
+        0 => None,
+        1 => Some("0"),
+        2 => Some("8"),
+        _ => Some("x"),
+    };
+    if let Ok(messages) = breachcheck_web::messages(body, header, Some("m%20x%zz")) {
+        assert!(header.is_none(), "a status in the headers ends the answer");
+        let total: usize = messages.iter().map(|m| m.len() + 5).sum();
+        assert!(total < body.len(), "the trailers frame is part of the body");
+    }
+    let _ = breachcheck_web::Session::new(body, None, None);
+    let _ = breachcheck_web::Session::new(body, Some("00"), Some(&"ab".repeat(32)));
 }

@@ -69,7 +69,8 @@ pub use key::{InsecureKeyMode, key_from_seed, keygen, load_key, load_key_with, s
 pub use serve::config::{
     ApiKeyEntry, Config, DEFAULT_MAX_BATCH, DEFAULT_MAX_CONCURRENT_STREAMS,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PREFIXES, DEFAULT_QUOTA_KEY_PREFIX, DEFAULT_QUOTA_TIMEOUT,
-    Quota, QuotaBackend, QuotaStoreConfig, QuotaStoreSettings, Settings, new_api_key,
+    ForwardedHeader, Quota, QuotaBackend, QuotaStoreConfig, QuotaStoreSettings, Settings,
+    new_api_key,
 };
 pub use serve::metrics::Metrics;
 pub use serve::net::{NofileLimit, raise_nofile_limit};

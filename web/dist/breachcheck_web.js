@@ -115,13 +115,20 @@ export class Check {
     }
     /**
      * The most bytes of an honest GetBuckets answer; read no further.
+     *
+     * # Errors
+     *
+     * An answer too large for a browser.
      * @param {Session} session
      * @returns {number}
      */
     maxAnswerBytes(session) {
         _assertClass(session, Session);
         const ret = wasm.check_maxAnswerBytes(this.__wbg_ptr, session.__wbg_ptr);
-        return ret;
+        if (ret[2]) {
+            throw takeFromExternrefTable0(ret[1]);
+        }
+        return ret[0];
     }
     /**
      * Canonicalises and blinds `input` (national numbers in `region`).
@@ -213,8 +220,8 @@ export class Session {
     }
     /**
      * From the GetIndexInfo answer: its body and the `grpc-status` and
-     * `grpc-message` headers, if any; `pinned_key` is 64 hex digits or
-     * empty.
+     * `grpc-message` headers, if any; `pinned_key` and `pinned_index` are
+     * 64 hex digits or empty.
      *
      * # Errors
      *
@@ -223,9 +230,10 @@ export class Session {
      * @param {string | null} [status]
      * @param {string | null} [message]
      * @param {string | null} [pinned_key]
+     * @param {string | null} [pinned_index]
      */
-    constructor(body, status, message, pinned_key) {
-        let ptr0, len0, ptr1, len1, ptr2, len2, ptr3, len3;
+    constructor(body, status, message, pinned_key, pinned_index) {
+        let ptr0, len0, ptr1, len1, ptr2, len2, ptr3, len3, ptr4, len4;
         try {
             ptr0 = passArray8ToWasm0(body, wasm.__wbindgen_malloc);
             len0 = WASM_VECTOR_LEN;
@@ -235,14 +243,17 @@ export class Session {
             len2 = WASM_VECTOR_LEN;
             ptr3 = isLikeNone(pinned_key) ? 0 : passStringToWasm0(pinned_key, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
             len3 = WASM_VECTOR_LEN;
+            ptr4 = isLikeNone(pinned_index) ? 0 : passStringToWasm0(pinned_index, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+            len4 = WASM_VECTOR_LEN;
         } catch (e) {
+            if (ptr4) { wasm.__wbindgen_free(ptr4, len4 * 1, 1); }
             if (ptr3) { wasm.__wbindgen_free(ptr3, len3 * 1, 1); }
             if (ptr2) { wasm.__wbindgen_free(ptr2, len2 * 1, 1); }
             if (ptr1) { wasm.__wbindgen_free(ptr1, len1 * 1, 1); }
             if (ptr0) { wasm.__wbindgen_free(ptr0, len0 * 1, 1); }
             throw e;
         }
-        const ret = wasm.session_new(ptr0, len0, ptr1, len1, ptr2, len2, ptr3, len3);
+        const ret = wasm.session_new(ptr0, len0, ptr1, len1, ptr2, len2, ptr3, len3, ptr4, len4);
         if (ret[2]) {
             throw takeFromExternrefTable0(ret[1]);
         }

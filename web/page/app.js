@@ -61,10 +61,16 @@ async function call(method, body, maxBytes) {
   };
 }
 
-function pinnedKey() {
-  const key = new URLSearchParams(location.hash.slice(1)).get('key');
-  return key ? key.trim() : undefined;
+/** A pin from the URL fragment (`#key=…&index=…`), which is never sent. */
+function pinned(name) {
+  const value = new URLSearchParams(location.hash.slice(1)).get(name);
+  return value ? value.trim() : undefined;
 }
+
+// The session the page loaded, whose index id and key fingerprint it shows:
+// every check runs under that key and index, and a server that changes
+// either afterwards is refused (reload the page to compare again).
+let loaded;
 
 function show(id, text) {
   $(id).textContent = text;
@@ -80,11 +86,17 @@ function showError(message) {
 
 async function session() {
   const a = await call('GetIndexInfo', indexInfoRequest(), SMALL_ANSWER);
-  const s = new Session(a.bytes, a.status, a.message, pinnedKey());
+  if (loaded) {
+    // Pinned to what the page showed: the same key and index, or an error.
+    const s = new Session(a.bytes, a.status, a.message, loaded.publicKey, loaded.indexId);
+    return s;
+  }
+  const s = new Session(a.bytes, a.status, a.message, pinned('key'), pinned('index'));
   show('index-id', s.indexId);
   show('key-fp', s.keyFingerprint);
   show('entries', Math.round(s.entryCount).toLocaleString('en'));
-  $('pin-link').href = `#key=${s.publicKey}`;
+  $('pin-link').href = `#key=${s.publicKey}&index=${s.indexId}`;
+  loaded = { publicKey: s.publicKey, indexId: s.indexId };
   return s;
 }
 

@@ -59,24 +59,41 @@ pub struct Session {
 impl Session {
     /// The session for a GetIndexInfo answer `message`. With `pinned_key`
     /// (the 64 hex digits of a public key the user got out of band), the
-    /// served key must be that one.
+    /// served key must be that one; with `pinned_index` (64 hex digits of
+    /// an index id), the index must be that one (which pins the key, the
+    /// layout and every bucket).
     ///
     /// # Errors
     ///
     /// A message that does not decode, an unsupported suite or layout, an
-    /// index id that does not commit to the rest, a key other than the
-    /// pinned one.
-    pub fn new(message: &[u8], pinned_key: Option<&str>) -> Result<Self, WebError> {
+    /// index id that does not commit to the rest, a key or index other than
+    /// the pinned one.
+    pub fn new(
+        message: &[u8],
+        pinned_key: Option<&str>,
+        pinned_index: Option<&str>,
+    ) -> Result<Self, WebError> {
         let info = IndexInfo::decode(message).map_err(|_| {
             ClientError::UnsupportedIndex("the index description does not decode".into())
         })?;
         let served = served_key(&info)?;
         check_layout(&info)?;
         let pinned = match pinned_key.map(str::trim).filter(|p| !p.is_empty()) {
-            Some(hex_key) => Some(parse_key(hex_key)?),
+            Some(hex_key) => Some(parse_hex32(hex_key, "the pinned key")?),
             None => None,
         };
         let key = pin(pinned, served)?;
+        if let Some(id) = pinned_index.map(str::trim).filter(|p| !p.is_empty()) {
+            let id = parse_hex32(id, "the pinned index id")?;
+            if info.index_id != id {
+                return Err(WebError::Input(format!(
+                    "the server's index {} is not the pinned index {}; do not trust this server's \
+                     answers until you have checked the index id out of band",
+                    hex::encode(&info.index_id),
+                    hex::encode(id)
+                )));
+            }
+        }
         let j = prefix_bits(None, None, &info)?;
         Ok(Session {
             pinned: PublicKey::from_bytes(&key)?,
@@ -111,13 +128,17 @@ impl Session {
     }
 }
 
-/// The 32-byte key named by 64 hex digits.
-fn parse_key(hex_key: &str) -> Result<[u8; 32], WebError> {
-    hex::decode(hex_key)
+/// The 32 bytes named by 64 hex digits (`what`, for the error).
+fn parse_hex32(hex32: &str, what: &str) -> Result<[u8; 32], WebError> {
+    hex::decode(hex32)
         .ok()
         .and_then(|b| <[u8; 32]>::try_from(b).ok())
-        .ok_or_else(|| WebError::Input("the pinned key must be 64 hex digits".into()))
+        .ok_or_else(|| WebError::Input(format!("{what} must be 64 hex digits")))
 }
+
+/// The most bytes of a GetBuckets answer the page reads: a bucket larger
+/// than this is for the CLI, not a browser tab.
+pub const MAX_PAGE_ANSWER: u64 = 64 << 20;
 
 /// A breach as the page shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -254,14 +275,26 @@ impl Check {
     /// [`buckets_request`](Self::buckets_request) takes: its buckets, each
     /// with its proof and framing, and the trailers. The page stops reading
     /// past it.
-    pub fn max_answer_bytes(&self, session: &Session) -> u64 {
+    ///
+    /// # Errors
+    ///
+    /// An answer that would be larger than [`MAX_PAGE_ANSWER`].
+    pub fn max_answer_bytes(&self, session: &Session) -> Result<u64, WebError> {
         let info = &session.info;
         let per_prefix = 1u64 << (info.bucket_bits - self.plan.j.min(info.bucket_bits));
         let buckets = per_prefix * self.plan.prefixes.len() as u64;
         let chunk = u64::from(info.payload_len)
             + (MERKLE_HASH_LEN as u64) * u64::from(info.bucket_bits)
             + 32;
-        buckets * chunk + (16 << 10)
+        let bytes = buckets.saturating_mul(chunk).saturating_add(16 << 10);
+        if bytes > MAX_PAGE_ANSWER {
+            return Err(WebError::Input(format!(
+                "this index's buckets are too large to check in a browser ({} MiB for one \
+                 number); use the command-line client",
+                bytes >> 20
+            )));
+        }
+        Ok(bytes)
     }
 
     /// Checks the GetBuckets answer (`messages`, one BucketChunk each):
@@ -388,7 +421,7 @@ mod tests {
 
     #[test]
     fn a_description_that_does_not_decode_or_commit_is_refused() {
-        assert!(Session::new(&[0xff, 0xff, 0xff], None).is_err());
+        assert!(Session::new(&[0xff, 0xff, 0xff], None, None).is_err());
         let key = breachcheck_proto::ServerKey::random(Mode::Voprf, &mut rand::rng());
         let info = IndexInfo {
             suite: SUITE.into(),
@@ -403,15 +436,15 @@ mod tests {
             payload_len: 64,
             ..IndexInfo::default()
         };
-        let e = Session::new(&info.encode_to_vec(), None)
+        let e = Session::new(&info.encode_to_vec(), None, None)
             .expect_err("a layout no honest build makes, an id that commits to nothing");
         assert!(e.to_string().starts_with("unsupported index"), "{e}");
     }
 
     #[test]
     fn a_pin_is_64_hex_digits() {
-        assert!(parse_key("not hex").is_err());
-        assert!(parse_key(&"ab".repeat(31)).is_err());
-        assert_eq!(parse_key(&"ab".repeat(32)).ok(), Some([0xab; 32]));
+        assert!(parse_hex32("not hex", "pin").is_err());
+        assert!(parse_hex32(&"ab".repeat(31), "pin").is_err());
+        assert_eq!(parse_hex32(&"ab".repeat(32), "pin").ok(), Some([0xab; 32]));
     }
 }

@@ -19,7 +19,7 @@
 mod check;
 mod grpcweb;
 
-pub use check::{BreachView, Check, Outcome, Session, WebError, client_work_ms};
+pub use check::{BreachView, Check, MAX_PAGE_ANSWER, Outcome, Session, WebError, client_work_ms};
 pub use grpcweb::{CallError, frame, messages, status_text};
 
 use breachcheck_proto::Region;
@@ -83,8 +83,8 @@ pub struct JsSession(Session);
 #[wasm_bindgen(js_class = Session)]
 impl JsSession {
     /// From the GetIndexInfo answer: its body and the `grpc-status` and
-    /// `grpc-message` headers, if any; `pinned_key` is 64 hex digits or
-    /// empty.
+    /// `grpc-message` headers, if any; `pinned_key` and `pinned_index` are
+    /// 64 hex digits or empty.
     ///
     /// # Errors
     ///
@@ -95,9 +95,10 @@ impl JsSession {
         status: Option<String>,
         message: Option<String>,
         pinned_key: Option<String>,
+        pinned_index: Option<String>,
     ) -> Result<JsSession, JsError> {
         let m = unary(body, status, message)?;
-        Session::new(m, pinned_key.as_deref())
+        Session::new(m, pinned_key.as_deref(), pinned_index.as_deref())
             .map(JsSession)
             .map_err(js)
     }
@@ -176,9 +177,16 @@ impl JsCheck {
     }
 
     /// The most bytes of an honest GetBuckets answer; read no further.
+    ///
+    /// # Errors
+    ///
+    /// An answer too large for a browser.
     #[wasm_bindgen(js_name = maxAnswerBytes)]
-    pub fn max_answer_bytes(&self, session: &JsSession) -> f64 {
-        self.0.max_answer_bytes(&session.0) as f64
+    pub fn max_answer_bytes(&self, session: &JsSession) -> Result<f64, JsError> {
+        self.0
+            .max_answer_bytes(&session.0)
+            .map(|b| b as f64)
+            .map_err(js)
     }
 
     /// Accepts the GetBuckets answer and returns the [`Outcome`] as JSON.

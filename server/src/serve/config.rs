@@ -89,6 +89,11 @@ pub struct Settings {
         value_delimiter = ','
     )]
     pub trusted_proxies: Option<Vec<String>>,
+    /// The one header the trusted proxies set: `x-forwarded-for` (the
+    /// default) or `forwarded`. The other is never read (a proxy passes on
+    /// what it does not set).
+    #[arg(long, env = "BREACHCHECK_FORWARDED_HEADER")]
+    pub forwarded_header: Option<ForwardedHeader>,
     /// Most connections open at once; more are closed at accept (default 4096).
     #[arg(long, env = "BREACHCHECK_MAX_CONNECTIONS")]
     pub max_connections: Option<u32>,
@@ -141,6 +146,10 @@ pub struct Settings {
     /// Quota for callers without a key (when allowed). File only.
     #[arg(skip)]
     pub anonymous: Option<Quota>,
+    /// What all anonymous callers together may use (each address has
+    /// `anonymous`). File only; default: 100 times `anonymous`.
+    #[arg(skip)]
+    pub anonymous_total: Option<Quota>,
     /// Quota for keys that do not set their own. File only.
     #[arg(skip)]
     pub default_quota: Option<Quota>,
@@ -205,6 +214,7 @@ impl Settings {
             web: self.web.or(lower.web),
             cors_origins: self.cors_origins.or(lower.cors_origins),
             trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
+            forwarded_header: self.forwarded_header.or(lower.forwarded_header),
             buckets_only: self.buckets_only.or(lower.buckets_only),
             no_verify: self.no_verify.or(lower.no_verify),
             allow_insecure_key_mode: self
@@ -217,6 +227,7 @@ impl Settings {
                 timeout_ms: self.quota.timeout_ms.or(lower.quota.timeout_ms),
             },
             anonymous: self.anonymous.or(lower.anonymous),
+            anonymous_total: self.anonymous_total.or(lower.anonymous_total),
             default_quota: self.default_quota.or(lower.default_quota),
             api_keys: self.api_keys.or(lower.api_keys),
         }
@@ -304,6 +315,7 @@ impl Settings {
                     .collect::<Result<Vec<_>>>()?,
                 None => d.trusted_proxies,
             },
+            forwarded_header: self.forwarded_header.unwrap_or(d.forwarded_header),
             buckets_only: self.buckets_only.unwrap_or(d.buckets_only),
             no_verify: self.no_verify.unwrap_or(d.no_verify),
             allow_insecure_key_mode: self
@@ -311,6 +323,9 @@ impl Settings {
                 .unwrap_or(d.allow_insecure_key_mode),
             quota_store: self.quota.resolve()?,
             anonymous: self.anonymous.unwrap_or(d.anonymous),
+            anonymous_total: self
+                .anonymous_total
+                .unwrap_or_else(|| self.anonymous.unwrap_or(d.anonymous).scaled(100)),
             default_quota: self.default_quota.unwrap_or(d.default_quota),
             api_keys: self.api_keys.unwrap_or(d.api_keys),
         };
@@ -388,8 +403,10 @@ pub struct Config {
     pub web: bool,
     /// Origins allowed to call grpc-web from their pages (CORS); empty: none.
     pub cors_origins: Vec<String>,
-    /// Proxies whose forwarding headers name the client address.
+    /// Proxies whose forwarding header names the client address.
     pub trusted_proxies: Vec<Cidr>,
+    /// Which header that is.
+    pub forwarded_header: ForwardedHeader,
     /// Serve GetIndexInfo and GetBuckets only, without the key file (a
     /// bucket replica that holds nothing usable without the key).
     pub buckets_only: bool,
@@ -400,12 +417,25 @@ pub struct Config {
     pub allow_insecure_key_mode: bool,
     /// Where quota state lives.
     pub quota_store: QuotaStoreConfig,
-    /// Quota for callers without a key (when allowed).
+    /// Quota for callers without a key (when allowed), per client address.
     pub anonymous: Quota,
+    /// Quota of all anonymous callers together.
+    pub anonymous_total: Quota,
     /// Quota for keys that do not set their own.
     pub default_quota: Quota,
     /// The API keys.
     pub api_keys: Vec<ApiKeyEntry>,
+}
+
+/// The header trusted proxies name the client in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, …` (nginx, HAProxy, cloud load
+    /// balancers).
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for=proxy1`.
+    Forwarded,
 }
 
 /// Which quota store a server uses.
@@ -546,6 +576,20 @@ pub struct Quota {
     pub request_burst: u64,
 }
 
+impl Quota {
+    /// Every rate, burst and daily cap times `factor` (saturating).
+    pub fn scaled(self, factor: u64) -> Quota {
+        Quota {
+            elements_per_second: self.elements_per_second * factor as f64,
+            burst: self.burst.saturating_mul(factor),
+            elements_per_day: self.elements_per_day.saturating_mul(factor),
+            bucket_bytes_per_day: self.bucket_bytes_per_day.saturating_mul(factor),
+            requests_per_second: self.requests_per_second * factor as f64,
+            request_burst: self.request_burst.saturating_mul(factor),
+        }
+    }
+}
+
 /// Calls per second of a quota that does not say.
 const DEFAULT_REQUESTS_PER_SECOND: f64 = 50.0;
 /// Call burst of a quota that does not say.
@@ -614,11 +658,13 @@ impl Default for Config {
             web: false,
             cors_origins: Vec::new(),
             trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::XForwardedFor,
             buckets_only: false,
             no_verify: false,
             allow_insecure_key_mode: false,
             quota_store: QuotaStoreConfig::Memory,
             anonymous: Quota::anonymous(),
+            anonymous_total: Quota::anonymous().scaled(100),
             default_quota: Quota::default(),
             api_keys: Vec::new(),
         }
@@ -685,6 +731,7 @@ impl Config {
         }
         if self.allow_anonymous {
             quotas.push(("anonymous".to_owned(), self.anonymous));
+            quotas.push(("anonymous_total".to_owned(), self.anonymous_total));
         }
         for k in &self.api_keys {
             if let Some(q) = k.quota {
@@ -746,10 +793,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn web_settings_parse_and_bad_origins_or_proxies_are_refused() {
+        let c = Config::from_toml(
+            "web = true\ncors_origins = [\"https://a.example\"]\n\
+             trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n",
+        )
+        .expect("web settings");
+        assert!(c.web);
+        assert_eq!(c.cors_origins, ["https://a.example"]);
+        assert_eq!(c.trusted_proxies.len(), 2);
+        for bad in [
+            "*",
+            "null",
+            "https://a.example/path",
+            "a.example",
+            "https://",
+        ] {
+            let e = Config::from_toml(&format!("cors_origins = [{bad:?}]"))
+                .expect_err(bad)
+                .to_string();
+            assert!(e.contains("cors origin"), "{e}");
+        }
+        assert!(Config::from_toml("trusted_proxies = [\"10.0.0.0/40\"]").is_err());
+        assert!(Config::from_toml("trusted_proxies = [\"proxy.local\"]").is_err());
+    }
+
+    #[test]
     fn example_config_parses() {
         let text = include_str!("../../server.example.toml");
         let c = Config::from_toml(text).expect("example config");
         assert_eq!(c.max_batch, 4096);
+        assert_eq!(c.anonymous_total, c.anonymous.scaled(100));
+        assert_eq!(c.forwarded_header, ForwardedHeader::XForwardedFor);
         // The example spells out the defaults.
         let d = Config::default();
         assert_eq!(

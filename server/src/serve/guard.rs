@@ -124,10 +124,12 @@ where
     fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
         let conn = req.extensions().get::<ConnInfo>().cloned();
         let client = conn.as_ref().and_then(|c| c.remote).map(|peer| {
+            let config = self.state.config();
             client_address(
                 peer.ip(),
                 req.headers(),
-                &self.state.config().trusted_proxies,
+                &config.trusted_proxies,
+                config.forwarded_header,
             )
         });
         let in_flight = conn.as_ref().map(ConnInfo::request_started);
@@ -190,7 +192,10 @@ where
 
 /// The response, keeping its request counted in flight on the connection
 /// until the body (a GetBuckets stream, say) is done or dropped.
-fn track(resp: http::Response<Body>, in_flight: Option<RequestGuard>) -> http::Response<Body> {
+pub(crate) fn track(
+    resp: http::Response<Body>,
+    in_flight: Option<RequestGuard>,
+) -> http::Response<Body> {
     match in_flight {
         Some(guard) => resp.map(|inner| {
             Body::new(Tracked {

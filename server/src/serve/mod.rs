@@ -244,6 +244,12 @@ pub async fn bind(config: Config) -> Result<Bound> {
         web = config.web,
         "index loaded"
     );
+    if config.web && tls.is_none() {
+        tracing::warn!(
+            "--web without TLS: anyone on the network path can replace the page (and with it \
+             the check); serve it over HTTPS (--tls-cert/--tls-key, or a TLS proxy in front)"
+        );
+    }
     if config.web && !config.allow_anonymous {
         tracing::warn!(
             "--web without --allow-anonymous: the page has no API key, so its checks will be \

@@ -48,10 +48,14 @@ impl Caller {
 }
 
 /// Most quota states kept in memory. Past it, states that are refilled and
-/// unused today are dropped; if none is, new anonymous subjects share one
-/// overflow state (so an abuser with many addresses cannot grow memory, and
-/// gets one shared quota for the surplus).
+/// unused today are dropped (at most once a second: the scan is linear);
+/// if that frees nothing, new anonymous subjects share one of
+/// [`OVERFLOW_STATES`] states by a hash of their address, so many addresses
+/// can neither grow memory nor lock every newcomer into one state (and all
+/// anonymous callers together are bounded by `anonymous_total` anyway).
 const MAX_QUOTA_STATES: usize = 100_000;
+/// The states new anonymous subjects share once memory is full.
+const OVERFLOW_STATES: u8 = 64;
 
 /// A hashable copy of a [`Quota`] (floats as bits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -206,6 +210,8 @@ pub trait QuotaStore: Send + Sync + std::fmt::Debug {
 
 #[derive(Debug)]
 struct KeyState {
+    /// The quota this state is charged under (its owner's rates).
+    quota: QuotaKey,
     tokens: f64,
     request_tokens: f64,
     updated: Instant,
@@ -216,22 +222,28 @@ struct KeyState {
 
 impl KeyState {
     /// Whether dropping this state would give its owner anything back: a
-    /// bucket not yet refilled (at `caller`'s rates, the usual ones), or
-    /// counts of today.
-    fn in_use(&self, caller: &Caller, now: Instant, day: u64) -> bool {
+    /// bucket not yet refilled at its own rates, or counts of today.
+    fn in_use(&self, now: Instant, day: u64) -> bool {
+        let q = &self.quota;
         let dt = now.duration_since(self.updated).as_secs_f64();
-        let refilled = self.tokens + dt * caller.quota.per_second() >= caller.quota.burst as f64
-            && self.request_tokens + dt * caller.quota.requests_per_second()
-                >= caller.quota.request_burst as f64;
+        let refilled = self.tokens + dt * q.per_second() >= q.burst as f64
+            && self.request_tokens + dt * q.requests_per_second() >= q.request_burst as f64;
         !refilled || (self.day == day && (self.elements_today > 0 || self.bytes_today > 0))
     }
+}
+
+/// The states, and when they were last pruned.
+#[derive(Debug, Default)]
+struct States {
+    map: HashMap<String, KeyState>,
+    pruned: Option<Instant>,
 }
 
 /// In-process quota state. Time comes from `tokio::time::Instant`, so tests
 /// can pause and advance it; the UTC day is derived from the same clock.
 #[derive(Debug)]
 pub struct MemoryQuotas {
-    state: Mutex<HashMap<String, KeyState>>,
+    state: Mutex<States>,
     start: Instant,
     start_unix: Duration,
 }
@@ -246,7 +258,7 @@ impl MemoryQuotas {
     /// Empty state.
     pub fn new() -> Self {
         MemoryQuotas {
-            state: Mutex::new(HashMap::new()),
+            state: Mutex::new(States::default()),
             start: Instant::now(),
             start_unix: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -261,16 +273,24 @@ impl MemoryQuotas {
     fn with_state<T>(&self, caller: &Caller, f: impl FnOnce(&mut KeyState, Duration) -> T) -> T {
         let now_unix = self.unix_now();
         let day = now_unix.as_secs() / 86_400;
-        let mut map = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut states = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let States { map, pruned } = &mut *states;
         let mut id = caller.quota_id();
         if map.len() >= MAX_QUOTA_STATES && !map.contains_key(&id) {
             let now = Instant::now();
-            map.retain(|_, st| st.in_use(caller, now, day));
-            if map.len() >= MAX_QUOTA_STATES && caller.subject.is_some() {
-                id = format!("{}/overflow", caller.name);
+            if pruned.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+                map.retain(|_, st| st.in_use(now, day));
+                *pruned = Some(now);
+            }
+            if map.len() >= MAX_QUOTA_STATES
+                && let Some(subject) = &caller.subject
+            {
+                let slot = blake3::hash(subject.as_bytes()).as_bytes()[0] % OVERFLOW_STATES;
+                id = format!("{}/overflow/{slot}", caller.name);
             }
         }
         let st = map.entry(id).or_insert_with(|| KeyState {
+            quota: caller.quota,
             tokens: caller.quota.burst as f64,
             request_tokens: caller.quota.request_burst as f64,
             updated: Instant::now(),
@@ -278,6 +298,7 @@ impl MemoryQuotas {
             elements_today: 0,
             bytes_today: 0,
         });
+        st.quota = caller.quota;
         // Refill the bucket and roll the day over.
         let now = Instant::now();
         let dt = now.duration_since(st.updated).as_secs_f64();

@@ -209,6 +209,7 @@ impl AppState {
                 peer.ip(),
                 &req.metadata().clone().into_headers(),
                 &self.config.trusted_proxies,
+                self.config.forwarded_header,
             )
         });
         self.admit(header, call, client).await
@@ -238,9 +239,25 @@ impl AppState {
         if header.is_none() {
             caller.subject = client.map(quota_subject);
         }
+        if let Some(total) = self.anonymous_total(&caller) {
+            let r = self.quotas.charge_request(&total, call).await;
+            self.charged(&total, r)?;
+        }
         let r = self.quotas.charge_request(&caller, call).await;
         self.charged(&caller, r)?;
         Ok(caller)
+    }
+
+    /// For an anonymous caller charged per address, the pool all anonymous
+    /// callers share as well (`anonymous_total`): many addresses together
+    /// get no more than it, and it is charged first, so a refused call
+    /// creates no per-address state.
+    fn anonymous_total(&self, caller: &Caller) -> Option<Caller> {
+        caller.subject.as_ref().map(|_| Caller {
+            name: caller.name.clone(),
+            subject: None,
+            quota: self.config.anonymous_total.into(),
+        })
     }
 
     /// Checks a request's `index_id` against the served index.
@@ -260,12 +277,20 @@ impl AppState {
 
     /// Charges `n` elements to `caller`, counting and logging a refusal.
     pub(crate) async fn charge_elements(&self, caller: &Caller, n: u64) -> Result<(), Refusal> {
+        if let Some(total) = self.anonymous_total(caller) {
+            let r = self.quotas.charge_elements(&total, n).await;
+            self.charged(&total, r)?;
+        }
         let r = self.quotas.charge_elements(caller, n).await;
         self.charged(caller, r)
     }
 
     /// Charges `bytes` of bucket download to `caller`, likewise.
     pub(crate) async fn charge_bytes(&self, caller: &Caller, bytes: u64) -> Result<(), Refusal> {
+        if let Some(total) = self.anonymous_total(caller) {
+            let r = self.quotas.charge_bytes(&total, bytes).await;
+            self.charged(&total, r)?;
+        }
         let r = self.quotas.charge_bytes(caller, bytes).await;
         self.charged(caller, r)
     }

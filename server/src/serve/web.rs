@@ -18,6 +18,9 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tonic::body::Body;
 
+use crate::serve::guard::track;
+use crate::serve::net::ConnInfo;
+
 /// The page's Content-Security-Policy: this origin's scripts, styles and
 /// calls, WebAssembly compilation, and nothing else (no inline script, no
 /// third party, no framing, no form posts).
@@ -107,7 +110,8 @@ fn answer(req: &http::Request<Body>) -> Option<http::Response<Body>> {
         .get_all(http::header::ACCEPT_ENCODING)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
+        .flat_map(|v| v.split(','))
+        .any(accepts_gzip);
     let bytes = if gzip {
         gzipped(i).clone()
     } else {
@@ -136,6 +140,18 @@ fn answer(req: &http::Request<Body>) -> Option<http::Response<Body>> {
         Body::new(Static(Some(bytes)))
     };
     b.body(body).ok()
+}
+
+/// Whether one `Accept-Encoding` element accepts gzip (`gzip`, `gzip;q=0.5`;
+/// not `gzip;q=0`).
+fn accepts_gzip(element: &str) -> bool {
+    let mut parts = element.split(';').map(str::trim);
+    if !parts.next().is_some_and(|c| c.eq_ignore_ascii_case("gzip")) {
+        return false;
+    }
+    parts
+        .filter_map(|p| p.strip_prefix("q="))
+        .all(|q| q.parse::<f32>().is_ok_and(|q| q > 0.0))
 }
 
 /// A body of one chunk.
@@ -210,7 +226,14 @@ where
         if self.enabled
             && let Some(resp) = answer(&req)
         {
-            return Box::pin(async move { Ok(resp) });
+            // A page load is a call on its connection: in flight until its
+            // body is sent (so the handshake and idle deadlines treat it as
+            // the guard treats an RPC).
+            let in_flight = req
+                .extensions()
+                .get::<ConnInfo>()
+                .map(ConnInfo::request_started);
+            return Box::pin(async move { Ok(track(resp, in_flight)) });
         }
         Box::pin(self.inner.call(req))
     }
@@ -219,6 +242,15 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gzip_is_sent_only_when_accepted() {
+        assert!(accepts_gzip("gzip"));
+        assert!(accepts_gzip(" GZIP;q=0.5"));
+        assert!(!accepts_gzip("gzip;q=0"));
+        assert!(!accepts_gzip("br"));
+        assert!(!accepts_gzip("gzipx"));
+    }
 
     #[test]
     fn the_page_is_embedded_whole_and_small() {

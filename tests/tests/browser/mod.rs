@@ -288,6 +288,68 @@ fn a_server_answering_under_another_key_makes_the_page_show_an_error() {
     rt.block_on(server.stop());
 }
 
+/// A server that shows one index while the page loads, then answers from
+/// another (its own key, layout and buckets, all consistent).
+struct Switching {
+    first: Service,
+    then: Service,
+    infos: std::sync::atomic::AtomicUsize,
+}
+
+#[tonic::async_trait]
+impl Twist for Switching {
+    fn honest(&self) -> &Service {
+        &self.then
+    }
+
+    async fn get_index_info(
+        &self,
+        r: Request<pb::GetIndexInfoRequest>,
+    ) -> Result<Response<pb::IndexInfo>, Status> {
+        use breachcheck_proto::pb::breach_check_server::BreachCheck as _;
+        if self.infos.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            self.first.get_index_info(r).await
+        } else {
+            self.then.get_index_info(r).await
+        }
+    }
+}
+
+/// See: #14. The index id and key the page shows at load are the ones its
+/// checks run under: a server that switches to another (consistent) index
+/// and key after the page loaded is refused, not believed.
+#[test]
+fn a_server_switching_index_after_the_page_loaded_is_refused() {
+    let f = fixture();
+    let other = make_fixture("browser-other", 2_000, "07e4", Some(4));
+    let load = |fx: &Fixture| {
+        let served = breachcheck_server::Served::load(&fx.index, &fx.key).expect("load");
+        Service::new(std::sync::Arc::new(
+            breachcheck_server::AppState::new(served, open_config()).expect("state"),
+        ))
+    };
+    let dir = TempDir::new("browser-switch");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let server = rt.block_on(CustomServer::start_web(Switching {
+        first: load(f),
+        then: load(&other),
+        infos: std::sync::atomic::AtomicUsize::new(0),
+    }));
+    let run = drive(
+        &format!("{}/", server.url()),
+        dir.path(),
+        &[check(&other.members[0], None)],
+        None,
+    )
+    .expect("drive");
+    assert!(run.ready, "{:?}", run.console_errors);
+    let r = &run.results[0];
+    assert!(!r.shown, "a verdict from a switched index: {r:?}");
+    let e = r.error.as_deref().unwrap_or_default();
+    assert!(e.contains("is not the pinned key"), "{e}");
+    rt.block_on(server.stop());
+}
+
 // --- grpc-web and CORS over raw HTTP/1.1 ---------------------------------------
 
 /// One HTTP/1.1 exchange; the whole answer as text (headers and body, lossy).
@@ -507,4 +569,31 @@ fn per_address_quotas_are_shared_by_replicas_through_redis() {
             .as_deref(),
         Some(":1")
     );
+}
+
+/// See: #14. All anonymous callers together are bounded by
+/// `[anonymous_total]`, whatever their addresses: rotating addresses (or
+/// forging them behind a trusted proxy) buys nothing past the pool.
+#[test]
+fn many_addresses_together_get_no_more_than_the_anonymous_pool() {
+    let f = fixture();
+    let dir = TempDir::new("anon-total");
+    let path = dir.join("server.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "allow_anonymous = true\nmax_batch = 64\ntrusted_proxies = [\"127.0.0.1\"]\n\
+             {FIVE_CALLS}\n[anonymous_total]\nelements_per_second = 100.0\nburst = 1000\n\
+             elements_per_day = 100000\nbucket_bytes_per_day = 100000000\n\
+             requests_per_second = 0.0001\nrequest_burst = 8\n"
+        ),
+    )
+    .expect("config");
+    let server = Replica::start(&path, &f.index, Some(&f.key), &["--web"]);
+    for i in 0..8 {
+        let a = grpc_web_evaluate(&server, &format!("198.51.100.{i}"));
+        assert!(!spent(&a), "call {i}: {a}");
+    }
+    assert!(spent(&grpc_web_evaluate(&server, "198.51.100.200")));
+    assert!(spent(&grpc_web_evaluate(&server, "2001:db8:77::1")));
 }
