@@ -95,33 +95,10 @@ fn status_of(h: &http::HeaderMap) -> Option<(i32, String)> {
     let code = h.get("grpc-status")?.to_str().ok()?.parse().ok()?;
     let msg = h
         .get("grpc-message")
-        .map(|v| percent_decode(v.as_bytes()))
+        // Percent-encoded, as in grpc-web (the browser client's decoder).
+        .map(|v| breachcheck_web::percent_decode(&String::from_utf8_lossy(v.as_bytes())))
         .unwrap_or_default();
     Some((code, msg))
-}
-
-/// `grpc-message` is percent-encoded (gRPC over HTTP/2).
-fn percent_decode(b: &[u8]) -> String {
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| char::from(c).to_digit(16);
-        match (
-            b[i],
-            b.get(i + 1).copied().and_then(hex),
-            b.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (c, _, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Sends a gRPC call's headers and the first `partial` bytes of a frame, and

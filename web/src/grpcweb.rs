@@ -140,7 +140,7 @@ fn parse_code(s: &str) -> Result<u32, CallError> {
 
 /// `%XX` sequences decoded (gRPC's grpc-message encoding); invalid ones and
 /// invalid UTF-8 kept as they are.
-fn percent_decode(s: &str) -> String {
+pub fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

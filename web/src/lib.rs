@@ -20,7 +20,7 @@ mod check;
 mod grpcweb;
 
 pub use check::{BreachView, Check, MAX_PAGE_ANSWER, Outcome, Session, WebError, client_work_ms};
-pub use grpcweb::{CallError, frame, messages, status_text};
+pub use grpcweb::{CallError, frame, messages, percent_decode, status_text};
 
 use breachcheck_proto::Region;
 use breachcheck_proto::pb::GetIndexInfoRequest;

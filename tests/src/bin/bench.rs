@@ -141,22 +141,7 @@ fn browser(bin: &Path, dir: &Path, n: u64) -> String {
         "allow_anonymous = true\n[anonymous]\nelements_per_second = 1e6\nburst = 1000000\nelements_per_day = 1000000000\nbucket_bytes_per_day = 1000000000000\nrequests_per_second = 1e6\nrequest_burst = 1000000\n",
     )
     .unwrap();
-    let mut server = Command::new(bin.join("breachcheck-server"))
-        .args(["serve", "--web", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .arg("--index")
-        .arg(dir.join("bench.idx"))
-        .arg("--key")
-        .arg(dir.join("k.key"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
+    let (mut server, addr) = serve(bin, dir, &config, &["--web"]);
     let members = std::fs::read_to_string(dir.join("members.txt")).unwrap();
     let non = std::fs::read_to_string(dir.join("non.txt")).unwrap();
     let check = |input: &str| breachcheck_tests::browser::PageCheck {
@@ -643,20 +628,17 @@ fn proxy(target: String, up: Arc<AtomicU64>, down: Arc<AtomicU64>) -> String {
     rx.recv().unwrap().to_string()
 }
 
-fn end_to_end(r: &mut Report, bin: &Path, dir: &Path, ms: &[u64]) {
-    let config = dir.join("server.toml");
-    std::fs::write(
-        &config,
-        "allow_anonymous = true\n[anonymous]\nelements_per_second = 1e12\nburst = 1000000000000\nelements_per_day = 1000000000000\nbucket_bytes_per_day = 1000000000000000\nrequests_per_second = 1e9\nrequest_burst = 1000000000\n",
-    )
-    .unwrap();
+/// The release `serve` over the bench index in `dir` with `config` and
+/// `extra` flags, on a free loopback port: the child and its address.
+fn serve(bin: &Path, dir: &Path, config: &Path, extra: &[&str]) -> (std::process::Child, String) {
     let mut server = Command::new(bin.join("breachcheck-server"))
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
+        .arg(config)
         .arg("--index")
         .arg(dir.join("bench.idx"))
         .arg("--key")
         .arg(dir.join("k.key"))
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -666,6 +648,17 @@ fn end_to_end(r: &mut Report, bin: &Path, dir: &Path, ms: &[u64]) {
         .read_line(&mut line)
         .unwrap();
     let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
+    (server, addr)
+}
+
+fn end_to_end(r: &mut Report, bin: &Path, dir: &Path, ms: &[u64]) {
+    let config = dir.join("server.toml");
+    std::fs::write(
+        &config,
+        "allow_anonymous = true\n[anonymous]\nelements_per_second = 1e12\nburst = 1000000000000\nelements_per_day = 1000000000000\nbucket_bytes_per_day = 1000000000000000\nrequests_per_second = 1e9\nrequest_burst = 1000000000\n",
+    )
+    .unwrap();
+    let (mut server, addr) = serve(bin, dir, &config, &[]);
     let spid = server.id();
     let members = std::fs::read_to_string(dir.join("members.txt")).unwrap();
     let non = std::fs::read_to_string(dir.join("non.txt")).unwrap();

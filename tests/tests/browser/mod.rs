@@ -13,7 +13,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use breachcheck_proto::pb::{self, EvaluateRequest};
-use breachcheck_proto::{BlindedElement, Mode, ServerKey};
+use breachcheck_proto::{Mode, ServerKey};
 use breachcheck_server::Service;
 use breachcheck_tests::browser::{PageCheck, PageRun, drive};
 use tonic::{Request, Response, Status};
@@ -217,46 +217,6 @@ fn a_pinned_key_that_is_not_the_servers_is_an_error_on_the_page() {
     );
 }
 
-/// A server that advertises the fixture's key but evaluates under another.
-struct OtherKey {
-    inner: Service,
-    key: ServerKey,
-}
-
-#[tonic::async_trait]
-impl Twist for OtherKey {
-    fn honest(&self) -> &Service {
-        &self.inner
-    }
-
-    async fn evaluate(
-        &self,
-        r: Request<EvaluateRequest>,
-    ) -> Result<Response<pb::EvaluateResponse>, Status> {
-        let blinded: Vec<BlindedElement> = r
-            .get_ref()
-            .blinded_elements
-            .iter()
-            .map(|b| BlindedElement::from_bytes(b).expect("element"))
-            .collect();
-        let eval = self
-            .key
-            .blind_evaluate(&blinded, &mut rand::rng())
-            .expect("evaluate");
-        Ok(Response::new(pb::EvaluateResponse {
-            evaluated_elements: eval
-                .elements
-                .iter()
-                .map(|e| e.to_bytes().to_vec())
-                .collect(),
-            proof: eval
-                .proof
-                .map(|p| p.to_bytes().to_vec())
-                .unwrap_or_default(),
-        }))
-    }
-}
-
 /// See: #14. A server answering under another key than the one it
 /// advertises: the page's proof check fails and it shows an error, for a
 /// leaked number and a clean one alike, never a verdict.
@@ -265,9 +225,10 @@ fn a_server_answering_under_another_key_makes_the_page_show_an_error() {
     let f = fixture();
     let dir = TempDir::new("browser-liar");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let server = rt.block_on(CustomServer::start_web(OtherKey {
+    let server = rt.block_on(CustomServer::start_web(crate::Liar {
         inner: fixture_service(),
-        key: ServerKey::random(Mode::Voprf, &mut rand::rng()),
+        lie: crate::Lie::OtherKey,
+        other: ServerKey::random(Mode::Voprf, &mut rand::rng()),
     }));
     let run = drive(
         &format!("{}/", server.url()),
