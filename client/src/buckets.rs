@@ -42,6 +42,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use breachcheck_proto::pb::IndexInfo;
@@ -50,6 +51,7 @@ use tonic::Code;
 
 use crate::checks::{Answer, PrefixPlan, bad, bucket_of, decode};
 use crate::error::{ClientError, Result};
+use crate::pir::PirScheme;
 use crate::rpc::Rpc;
 
 /// Prefixes per GetBuckets request.
@@ -92,19 +94,28 @@ pub(crate) struct BucketCache {
 }
 
 /// The number of prefix bits of the GetBuckets requests sent: the most
-/// revealing one, `None` while none was sent.
+/// revealing one, `None` while none was sent; and the PIR queries sent
+/// (which reveal nothing).
 #[derive(Debug, Default)]
-pub(crate) struct SentBits(Mutex<Option<u32>>);
+pub(crate) struct SentBits {
+    bits: Mutex<Option<u32>>,
+    pir_queries: AtomicU64,
+}
 
 impl SentBits {
     fn record(&self, j: u32) {
-        let mut s = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut s = self.bits.lock().unwrap_or_else(PoisonError::into_inner);
         *s = Some(s.map_or(j, |old| old.max(j)));
     }
 
     /// The most prefix bits sent so far.
     pub(crate) fn get(&self) -> Option<u32> {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        *self.bits.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The PIR queries sent so far.
+    pub(crate) fn pir_queries(&self) -> u64 {
+        self.pir_queries.load(Ordering::Relaxed)
     }
 }
 
@@ -172,6 +183,7 @@ impl BucketCache {
         j: u32,
         numbers: &[PhoneNumber],
         sent: &SentBits,
+        pir: Option<&dyn PirScheme>,
     ) -> Result<Fetched> {
         let k = info.bucket_bits;
         let needed: BTreeSet<u32> = numbers.iter().map(|n| bucket_of(n, k)).collect();
@@ -191,8 +203,24 @@ impl BucketCache {
                 }
             }
         }
+        if let Some(pir) = pir
+            && !missing.is_empty()
+            && !whole_index_is_cheaper(info, pir, missing.len())
+        {
+            for &b in &missing {
+                let ((payload, proof), p) = fetch_by_pir(rpc, info, pir, b, sent).await?;
+                if let Some(dir) = dir.as_deref() {
+                    write_cached(dir, b, &payload, &proof)?;
+                }
+                have.insert(b, Arc::new(p));
+            }
+            missing.clear();
+        }
         if !missing.is_empty() {
             let floor = info.min_prefix_bits.min(k);
+            // In PIR mode only the whole index is as private; it is fetched
+            // when it is smaller than the queries would be.
+            let j = if pir.is_some() { 0 } else { j };
             let plan = PrefixPlan::new(k, j, floor, &missing);
             sent.record(plan.j);
             let mut place = |b: u32, p: Payload| {
@@ -266,6 +294,52 @@ impl BucketCache {
     fn lock(&self) -> MutexGuard<'_, Memory> {
         self.memory.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Whether downloading the whole index sends fewer bytes than `queries`
+/// PIR queries would, and the server allows it (both reveal nothing).
+fn whole_index_is_cheaper(info: &IndexInfo, pir: &dyn PirScheme, queries: usize) -> bool {
+    let proof_len = MERKLE_HASH_LEN as u64 * u64::from(info.bucket_bits);
+    let whole = (1u64 << info.bucket_bits) * (u64::from(info.payload_len) + proof_len);
+    let by_pir = (queries as u64).saturating_mul(pir.exchange_len() as u64);
+    let cheaper = info.min_prefix_bits == 0 && whole <= by_pir;
+    if cheaper {
+        tracing::info!(
+            queries,
+            pir_bytes = by_pir,
+            index_bytes = whole,
+            "the whole index is smaller than the PIR queries: downloading it (reveals nothing either)"
+        );
+    }
+    cheaper
+}
+
+/// A row's payload and proof, as the server would send them.
+type RowParts = (Vec<u8>, Vec<u8>);
+
+/// Fetches bucket `b` by one PIR query and checks the decoded row like a
+/// GetBuckets chunk: zero padding, the Merkle proof to the pinned root,
+/// strict decoding. A server that answered from another row, or with a
+/// tampered one, fails here ([`ClientError::BadBucket`]).
+async fn fetch_by_pir(
+    rpc: &Rpc,
+    info: &IndexInfo,
+    pir: &dyn PirScheme,
+    b: u32,
+    sent: &SentBits,
+) -> Result<(RowParts, Payload)> {
+    let query = pir.query(b)?;
+    sent.pir_queries.fetch_add(1, Ordering::Relaxed);
+    let answer = rpc
+        .pir_query(&info.index_id, &query.keys, &query.query, pir.answer_len())
+        .await?;
+    let row = pir.decode(&query, &answer)?;
+    let (payload, proof) = pir
+        .shape()
+        .split(&row)
+        .ok_or_else(|| bad(b, "the PIR answer is not a row of this index (non-zero padding)"))?;
+    let p = decode(b, payload, proof, info)?;
+    Ok(((payload.to_vec(), proof.to_vec()), p))
 }
 
 /// Downloads the buckets of `plan`, giving each checked, decoded payload to

@@ -32,6 +32,7 @@ pub struct ClientBuilder {
     pub(crate) cache_dir: Option<PathBuf>,
     pub(crate) max_quota_wait: Duration,
     pub(crate) on_progress: Option<OnProgress>,
+    pub(crate) pir: bool,
 }
 
 impl ClientBuilder {
@@ -48,6 +49,7 @@ impl ClientBuilder {
             cache_dir: None,
             max_quota_wait: DEFAULT_MAX_QUOTA_WAIT,
             on_progress: None,
+            pir: false,
         }
     }
 
@@ -167,6 +169,16 @@ impl ClientBuilder {
         self
     }
 
+    /// Zero-leakage mode (docs/PROTOCOL.md §10): every bucket a check needs
+    /// is fetched by PIR, so the server learns nothing about which numbers
+    /// are checked (or the whole index is downloaded when that is smaller).
+    /// The server must answer PIR (`serve --pir`); each bucket costs one PIR
+    /// query of the caller's quota and some tens of ms of client CPU.
+    pub fn pir(mut self, on: bool) -> Self {
+        self.pir = on;
+        self
+    }
+
     /// Connects and fetches the index description.
     ///
     /// # Errors
@@ -187,6 +199,7 @@ impl ClientBuilder {
                 trust: self.trust_file.clone().map(TrustFile::new),
                 opts: self,
                 state: Mutex::new(State::default()),
+                pir: tokio::sync::Mutex::new(None),
             }),
         };
         client.refresh_info().await?;

@@ -14,6 +14,7 @@ use crate::display::anonymity_set;
 use crate::error::{ClientError, Result};
 use crate::evaluate::Evaluator;
 use crate::pace::Pacer;
+use crate::pir::{IpirSp, PirScheme, max_setup_bytes};
 use crate::rpc::Rpc;
 use crate::task::Incomplete;
 use crate::trust::{Trust, TrustFile};
@@ -35,6 +36,9 @@ pub(crate) struct Inner {
     pub(crate) trust: Option<TrustFile>,
     pub(crate) opts: ClientBuilder,
     pub(crate) state: Mutex<State>,
+    /// The PIR client of the current index (PIR mode only), made from its
+    /// GetPirSetup once per index.
+    pub(crate) pir: tokio::sync::Mutex<Option<Arc<dyn PirScheme>>>,
 }
 
 /// What the last GetIndexInfo established: the index, and the evaluator
@@ -204,8 +208,10 @@ impl Client {
             });
         }
         // Refused here, before anything is sent, if the server's floor is
-        // above what the caller allows.
-        self.prefix_bits()?;
+        // above what the caller allows (PIR sends no prefix).
+        if !self.inner.opts.pir {
+            self.prefix_bits()?;
+        }
         // After the index was replaced (NOT_FOUND, FAILED_PRECONDITION),
         // refetch IndexInfo and look up once more. Verified outputs survive a
         // replacement under the same (pinned) key: no quota is spent twice.
@@ -259,11 +265,20 @@ impl Client {
             let no_pin = || ClientError::UnsupportedIndex("no pinned key".into());
             (st.info.clone(), st.evaluator.clone().ok_or_else(no_pin)?)
         };
-        let j = self.prefix_bits()?;
+        let (j, pir) = match self.inner.opts.pir {
+            true => (0, Some(self.pir_scheme(&info).await?)),
+            false => (self.prefix_bits()?, None),
+        };
         let rest = &numbers[outputs.len().min(numbers.len())..];
         let evaluating = evaluator.evaluate(rest);
-        let fetching =
-            (self.inner.buckets).fetch(&self.inner.rpc, &info, j, numbers, &self.inner.sent);
+        let fetching = (self.inner.buckets).fetch(
+            &self.inner.rpc,
+            &info,
+            j,
+            numbers,
+            &self.inner.sent,
+            pir.as_deref(),
+        );
         tokio::pin!(evaluating, fetching);
         // Whichever fails first for good ends the lookup early; an
         // evaluation that answered part of the numbers still needs the
@@ -302,6 +317,33 @@ impl Client {
             }
         }
         Ok((found, evaluated.error))
+    }
+
+    /// The PIR client of `info`'s index: the one made before, or one made
+    /// from a fresh GetPirSetup, checked against `info`.
+    async fn pir_scheme(&self, info: &IndexInfo) -> Result<Arc<dyn PirScheme>> {
+        let mut slot = self.inner.pir.lock().await;
+        if let Some(s) = slot.as_ref()
+            && s.index_id() == info.index_id.as_slice()
+        {
+            return Ok(s.clone());
+        }
+        let setup = self
+            .inner
+            .rpc
+            .pir_setup(&info.index_id, max_setup_bytes(info)?)
+            .await?;
+        let scheme: Arc<dyn PirScheme> = Arc::new(IpirSp::new(info, &setup)?);
+        *slot = Some(scheme.clone());
+        Ok(scheme)
+    }
+
+    /// Whether the client is in PIR mode, and the PIR queries it sent.
+    pub fn pir_queries(&self) -> Option<u64> {
+        self.inner
+            .opts
+            .pir
+            .then(|| self.inner.sent.pir_queries())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

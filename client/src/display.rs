@@ -70,6 +70,19 @@ pub fn privacy_statement(j: Option<u32>) -> String {
     }
 }
 
+/// What the server learned about the numbers of a check made in PIR mode,
+/// whose buckets came by `queries` PIR queries (and, when that was
+/// cheaper, one whole-index download, `whole_index`).
+pub fn pir_privacy_statement(queries: u64, whole_index: bool) -> String {
+    let how = match (queries, whole_index) {
+        (0, false) => "no bucket was requested (all came from the cache)".to_owned(),
+        (0, true) => "the whole index was downloaded (cheaper than PIR)".to_owned(),
+        (q, false) => format!("{q} bucket(s) fetched by PIR"),
+        (q, true) => format!("{q} bucket(s) fetched by PIR and the whole index downloaded"),
+    };
+    format!("{how}; the server learned nothing about which numbers you checked")
+}
+
 /// A count in words: "104,000", "1.7 million", "1.7 billion".
 pub fn human_count(x: f64) -> String {
     if x >= 1e9 {

@@ -151,6 +151,10 @@ pub enum ClientError {
         /// What was wrong.
         reason: String,
     },
+    /// A PIR fetch failed on this side: a setup that does not fit the
+    /// pinned index, or an answer that does not decode.
+    #[error("PIR: {0}")]
+    Pir(String),
     /// Another gRPC error.
     #[cfg(feature = "grpc")]
     #[error("server error: {}: {}", .0.code(), .0.message())]

@@ -66,6 +66,8 @@ pub mod fuzzing;
 #[cfg(feature = "grpc")]
 mod pace;
 #[cfg(feature = "grpc")]
+mod pir;
+#[cfg(feature = "grpc")]
 mod replicas;
 #[cfg(feature = "grpc")]
 mod rpc;
@@ -85,7 +87,10 @@ pub use builder::{ClientBuilder, DEFAULT_MAX_QUOTA_WAIT};
 #[cfg(feature = "grpc")]
 pub use check::Client;
 pub use checks::DEFAULT_PREFIX_BITS;
-pub use display::{NUMBERING_PLAN, anonymity_set, escape_controls, human_count, privacy_statement};
+pub use display::{
+    NUMBERING_PLAN, anonymity_set, escape_controls, human_count, pir_privacy_statement,
+    privacy_statement,
+};
 pub use error::{ClientError, Result};
 #[cfg(feature = "grpc")]
 pub use pace::Progress;

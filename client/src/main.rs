@@ -98,6 +98,11 @@ enum Cmd {
         /// Keep downloaded buckets here, keyed by index id.
         #[arg(long)]
         cache_dir: Option<PathBuf>,
+        /// Zero leakage: fetch every bucket by PIR (the server must run with
+        /// --pir), so the server learns nothing about which numbers are
+        /// checked; the whole index is downloaded instead when smaller.
+        #[arg(long, conflicts_with_all = ["prefix_bits", "max_prefix_bits"])]
+        pir: bool,
         /// Evaluate batches in flight.
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
@@ -227,6 +232,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             prefix_bits,
             max_prefix_bits,
             cache_dir,
+            pir,
             concurrency,
             max_wait,
         } => {
@@ -251,10 +257,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(d) = cache_dir {
                 b = b.cache_dir(d);
             }
-            let client = b.connect().await?;
+            let client = b.pir(pir).connect().await?;
             // Refused now, before any number is read or sent, if the
-            // server's floor is above what the user allows.
-            client.prefix_bits()?;
+            // server's floor is above what the user allows (PIR sends no
+            // prefix).
+            if !pir {
+                client.prefix_bits()?;
+            }
             let (source, total) = numbers_source(numbers, file)?;
             output::check(client, source, format, total).await
         }

@@ -28,7 +28,7 @@ use std::time::Duration;
 use breachcheck_proto::pb::breach_check_client::BreachCheckClient;
 use breachcheck_proto::pb::{
     BucketChunk, EvaluateRequest, EvaluateResponse, GetBucketsRequest, GetIndexInfoRequest,
-    IndexInfo,
+    GetPirSetupRequest, IndexInfo, PirQueryRequest, PirSetup,
 };
 use tokio::time::Instant;
 use tonic::metadata::AsciiMetadataValue;
@@ -314,6 +314,57 @@ impl Rpc {
             started,
             deadline,
         })
+    }
+
+    /// GetPirSetup; an answer above `max_bytes` (what the index's shape
+    /// allows) is refused by the transport.
+    ///
+    /// # Errors
+    ///
+    /// The final status of the call, mapped by [`map_status`].
+    pub(crate) async fn pir_setup(&self, index_id: &[u8], max_bytes: usize) -> Result<PirSetup> {
+        let limit = max_bytes.saturating_add(FRAMING);
+        self.retry("GetPirSetup", Role::Any, |i| {
+            let mut grpc = self.grpc[i].clone().max_decoding_message_size(limit);
+            let req = self.request(GetPirSetupRequest {
+                index_id: index_id.to_vec(),
+            });
+            let call = async move { grpc.get_pir_setup(req).await.map(|r| r.into_inner()) };
+            self.unary(call)
+        })
+        .await
+        .map(|(setup, _)| setup)
+    }
+
+    /// PirQuery: the answer, at most `answer_len` bytes plus framing.
+    ///
+    /// # Errors
+    ///
+    /// The final status of the call, mapped by [`map_status`].
+    pub(crate) async fn pir_query(
+        &self,
+        index_id: &[u8],
+        keys: &[u8],
+        query: &[u8],
+        answer_len: usize,
+    ) -> Result<Vec<u8>> {
+        let limit = answer_len.saturating_add(FRAMING);
+        self.retry("PirQuery", Role::Any, |i| {
+            let mut grpc = self
+                .grpc[i]
+                .clone()
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(usize::MAX);
+            let req = self.request(PirQueryRequest {
+                index_id: index_id.to_vec(),
+                keys: keys.to_vec(),
+                query: query.to_vec(),
+            });
+            let call = async move { grpc.pir_query(req).await.map(|r| r.into_inner().answer) };
+            self.unary(call)
+        })
+        .await
+        .map(|(answer, _)| answer)
     }
 
     /// Bounds a unary call by the timeout, headers and body alike.

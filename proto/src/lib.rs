@@ -61,6 +61,7 @@ mod error;
 mod merkle;
 mod oprf;
 mod phone;
+mod pir;
 mod text;
 
 /// The generated gRPC code for `breachcheck.v1` (messages, client, server).
@@ -94,6 +95,11 @@ pub use oprf::{
     ServerKey, blind, blind_batch, finalize,
 };
 pub use phone::{PhoneError, PhoneNumber, Region, mask};
+pub use pir::{
+    PIR_INSTANCE_BYTES, PIR_INSTANCE_SYMBOLS, PIR_MAX_INSTANCES, PIR_MIN_BUCKET_BITS,
+    PIR_SETUP_CONTEXT, PIR_SYMBOL_BITS, PirShape, PirShapeError, bytes_to_symbols, pir_setup_seed,
+    symbols_to_bytes,
+};
 pub use text::{MAX_LINE, OVERLONG_LINE, TextEncoding, TextReader};
 
 /// The fully-qualified gRPC service name.

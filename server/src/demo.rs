@@ -109,6 +109,7 @@ pub(crate) async fn run(
             column: None,
             bucket_bits: None,
             force_bucket_bits: false,
+            pir: false,
             memory_limit: server::default_memory_limit(),
             temp_dir: None,
             progress: if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
@@ -141,6 +142,7 @@ pub(crate) async fn run(
             burst: 65_536,
             elements_per_day: 10_000_000,
             bucket_bytes_per_day: 1 << 34,
+            pir_answers_per_day: 1000,
             ..Quota::anonymous()
         },
         ..Config::default()

@@ -88,6 +88,9 @@ pub enum ServerError {
     /// A blocking task ended without an answer (it panicked).
     #[error("a background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// The index cannot be served by PIR, or the PIR scheme failed.
+    #[error("PIR: {0}")]
+    Pir(String),
     /// An invariant of the server broke; answered as INTERNAL.
     #[error("internal: {0}")]
     Bug(&'static str),
@@ -167,6 +170,12 @@ pub enum Refusal {
         "this replica serves buckets only (it holds no key); send Evaluate to an evaluation server"
     )]
     BucketsOnly,
+    /// A PIR call on a server not started with PIR.
+    #[error("this server does not answer PIR queries (start it with --pir)")]
+    PirOff,
+    /// A PIR query of the wrong size or one the scheme refuses.
+    #[error("invalid PIR query: {0}")]
+    InvalidPirQuery(String),
     /// Evaluate with no element.
     #[error("blinded_elements is empty")]
     EmptyBatch,
@@ -264,6 +273,8 @@ impl Refusal {
             Refusal::StaleIndex => "stale_index",
             Refusal::UnknownIndex => "unknown_index",
             Refusal::BucketsOnly => "buckets_only",
+            Refusal::PirOff => "pir_off",
+            Refusal::InvalidPirQuery(_) => "invalid_pir_query",
             Refusal::EmptyBatch => "empty_batch",
             Refusal::BatchTooLarge { .. } => "batch_too_large",
             Refusal::InvalidElement { .. } => "invalid_element",
@@ -307,13 +318,14 @@ impl From<Refusal> for tonic::Status {
             Refusal::MissingApiKey | Refusal::InvalidApiKey => Code::Unauthenticated,
             Refusal::StaleIndex => Code::FailedPrecondition,
             Refusal::UnknownIndex => Code::NotFound,
-            Refusal::BucketsOnly => Code::Unimplemented,
+            Refusal::BucketsOnly | Refusal::PirOff => Code::Unimplemented,
             Refusal::EmptyBatch
             | Refusal::InvalidElement { .. }
             | Refusal::PrefixAboveBucketBits { .. }
             | Refusal::PrefixBelowFloor { .. }
             | Refusal::PrefixDoesNotFit { .. }
             | Refusal::PrefixRepeated { .. }
+            | Refusal::InvalidPirQuery(_)
             | Refusal::MalformedRequest => Code::InvalidArgument,
             Refusal::SlowRequest { .. } => Code::DeadlineExceeded,
             Refusal::BatchTooLarge { .. } | Refusal::TooManyPrefixes { .. } => Code::OutOfRange,

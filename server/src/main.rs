@@ -162,6 +162,10 @@ struct BuildArgs {
     /// Use --bucket-bits even if buckets hold fewer than 256 entries on average.
     #[arg(long, requires = "bucket_bits")]
     force_bucket_bits: bool,
+    /// Choose bucket bits for PIR lookups (serve --pir): at least 2^11
+    /// buckets, each with its Merkle proof within a PIR row.
+    #[arg(long)]
+    pir: bool,
     /// Memory for records before spilling to disk (e.g. 8G, 512M).
     #[arg(long, value_parser = server::parse_size)]
     memory_limit: Option<u64>,
@@ -221,6 +225,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 column: a.column,
                 bucket_bits: a.bucket_bits,
                 force_bucket_bits: a.force_bucket_bits,
+                pir: a.pir,
                 memory_limit: a.memory_limit.unwrap_or_else(server::default_memory_limit),
                 temp_dir: a.temp_dir,
                 progress: ProgressMode::for_stderr(a.json),

@@ -320,6 +320,7 @@ fn setup() -> anyhow::Result<Setup> {
         column: None,
         bucket_bits: Some(4),
         force_bucket_bits: true,
+        pir: false,
         memory_limit: 1 << 28,
         temp_dir: None,
         progress: server::ProgressMode::Quiet,

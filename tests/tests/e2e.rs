@@ -271,6 +271,7 @@ async fn exhausted_quota_is_surfaced_with_refill_time() {
             burst: 1000,
             elements_per_day: 30,
             bucket_bytes_per_day: 1 << 30,
+            pir_answers_per_day: 1000,
             ..Quota::default()
         }),
     );
@@ -312,6 +313,7 @@ async fn exhausted_quota_carries_retry_after_metadata() {
             burst: 1000,
             elements_per_day: 4,
             bucket_bytes_per_day: 1 << 30,
+            pir_answers_per_day: 1000,
             ..Quota::default()
         }),
     );
@@ -517,6 +519,7 @@ async fn every_status_code_is_produced() {
             burst: 100,
             elements_per_day: 100,
             bucket_bytes_per_day: 1 << 30,
+            pir_answers_per_day: 1000,
             ..Quota::default()
         }),
     );
@@ -958,6 +961,7 @@ async fn retry_after_index_change_does_not_charge_twice() {
             burst: 1 << 20,
             elements_per_day: 40,
             bucket_bytes_per_day: 1 << 30,
+            pir_answers_per_day: 1000,
             ..Quota::default()
         }),
     );

@@ -1295,6 +1295,7 @@ async fn a_check_paces_itself_to_the_rate_and_wastes_no_quota() {
             burst: 1000,
             elements_per_day: 1_000_000,
             bucket_bytes_per_day: 1 << 40,
+            pir_answers_per_day: 1000,
             ..breachcheck_server::Quota::default()
         }),
     );
@@ -1354,6 +1355,7 @@ async fn a_daily_cap_delivers_what_was_paid_for_then_the_reset_time() {
             burst: 1 << 30,
             elements_per_day: 1000,
             bucket_bytes_per_day: 1 << 40,
+            pir_answers_per_day: 1000,
             ..breachcheck_server::Quota::default()
         }),
     );

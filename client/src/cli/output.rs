@@ -9,7 +9,9 @@
 use std::io::{BufWriter, IsTerminal, Write};
 use std::process::ExitCode;
 
-use breachcheck_client::{CheckResult, Client, escape_controls, privacy_statement};
+use breachcheck_client::{
+    CheckResult, Client, escape_controls, pir_privacy_statement, privacy_statement,
+};
 use clap::ValueEnum;
 
 /// Output format of `check`.
@@ -142,7 +144,11 @@ fn summary(client: &Client, n: &Counts) {
     };
     eprintln!("key {key}{trust}");
     eprintln!("index {}", hex::encode(&info.index_id));
-    eprintln!("privacy: {}", privacy_statement(client.prefix_bits_sent()));
+    let privacy = match client.pir_queries() {
+        Some(queries) => pir_privacy_statement(queries, client.prefix_bits_sent().is_some()),
+        None => privacy_statement(client.prefix_bits_sent()),
+    };
+    eprintln!("privacy: {privacy}");
 }
 
 /// One row. `found` is null (JSON) or empty (CSV) for an input that is not

@@ -21,13 +21,15 @@ use std::time::Instant;
 
 use breachcheck_proto as proto;
 use breachcheck_proto::{MAX_BUCKET_BITS, fingerprint_bits_for, seal_label, top_bits};
-use breachcheck_proto::{PhoneNumber, Region, ServerKey};
+use breachcheck_proto::{PIR_INSTANCE_BYTES, PhoneNumber, PirShape, Region, ServerKey};
 use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::{Result, ServerError, io_err};
 use crate::index::dump::{Column, RowStats, read_numbers};
-use crate::index::encode::{HIST_BITS, bucket_counts, choose_bucket_bits, encode_buckets};
+use crate::index::encode::{
+    HIST_BITS, bucket_counts, choose_bucket_bits, choose_pir_bucket_bits, encode_buckets,
+};
 use crate::index::format::{BreachMeta, Header, MAX_BREACHES};
 use crate::index::progress::{Progress, ProgressMode};
 use crate::index::spill::{
@@ -61,6 +63,9 @@ pub struct BuildOptions {
     /// [`MIN_MEAN_BUCKET_ENTRIES`] real entries on average
     /// (`--force-bucket-bits`).
     pub force_bucket_bits: bool,
+    /// Choose k for PIR (`--pir`): at least 2^11 buckets, each with its
+    /// proof within a PIR row (docs/PROTOCOL.md §10).
+    pub pir: bool,
     /// Bytes of records to hold in memory before spilling to disk.
     pub memory_limit: u64,
     /// Where temporary files go (default: beside the output).
@@ -96,6 +101,9 @@ pub struct BuildReport {
     pub bytes_per_entry: f64,
     /// Whether records were spilled to disk.
     pub spilled: bool,
+    /// Instances per PIR row when `serve --pir` can serve the index
+    /// (docs/PROTOCOL.md §10); `None` when it cannot.
+    pub pir_instances: Option<usize>,
     /// Seconds, start to rename.
     pub wall_seconds: f64,
     /// Valid rows per second over the whole build.
@@ -161,6 +169,15 @@ impl fmt::Display for BuildReport {
             r.file_size, r.bytes_per_entry
         )?;
         writeln!(f, "  spilled to disk    {}", r.spilled)?;
+        match r.pir_instances {
+            Some(i) => writeln!(
+                f,
+                "  PIR rows           {} of {i} instance(s) ({} bytes each)",
+                r.buckets,
+                i * PIR_INSTANCE_BYTES
+            )?,
+            None => writeln!(f, "  PIR rows           none (build with --pir to serve PIR)")?,
+        }
         if let Some(m) = r.peak_memory_bytes {
             writeln!(
                 f,
@@ -233,9 +250,22 @@ pub fn build_index(key: &ServerKey, out: &Path, opts: &BuildOptions) -> Result<B
     check_bucket_bits(opts, ev.distinct, true)?;
 
     // The layout: k, padded entries per bucket P, fingerprint bits f.
-    let k = opts
-        .bucket_bits
-        .unwrap_or_else(|| choose_bucket_bits(&ev.hist, ev.distinct));
+    let k = match (opts.bucket_bits, opts.pir) {
+        (Some(k), _) => k,
+        (None, false) => choose_bucket_bits(&ev.hist, ev.distinct),
+        (None, true) => {
+            let k = choose_pir_bucket_bits(&ev.hist, label_width);
+            if ev.distinct < MIN_MEAN_BUCKET_ENTRIES << k {
+                return Err(ServerError::Input(format!(
+                    "{} numbers are too few for a PIR index: its 2^{k} buckets would hold fewer \
+                     than {MIN_MEAN_BUCKET_ENTRIES} entries on average (give --bucket-bits {k} \
+                     --force-bucket-bits to build it anyway)",
+                    ev.distinct
+                )));
+            }
+            k
+        }
+    };
     let counts = bucket_counts(&ev.hist, k, &mut ev.spill)?;
     let p = counts.iter().copied().max().unwrap_or(0).max(1);
     let header = Header {
@@ -261,6 +291,14 @@ pub fn build_index(key: &ServerKey, out: &Path, opts: &BuildOptions) -> Result<B
     )?;
     let tmp_out = TempGuard::new(out_dir.join(format!(".{file_name}.tmp-{}", std::process::id())));
     let (header, file_size) = write_index(tmp_out.path(), header, &lens, &payloads)?;
+    let pir = PirShape::new(k, header.payload_len);
+    if opts.pir
+        && let Err(e) = &pir
+    {
+        return Err(ServerError::Input(format!(
+            "the index cannot be served by PIR: {e}; nothing was written (try another --bucket-bits)"
+        )));
+    }
     fs::rename(tmp_out.path(), out).map_err(io_err(out))?;
     if let Ok(d) = File::open(out_dir) {
         let _ = d.sync_all();
@@ -280,6 +318,7 @@ pub fn build_index(key: &ServerKey, out: &Path, opts: &BuildOptions) -> Result<B
         file_size,
         bytes_per_entry: file_size as f64 / distinct as f64,
         spilled: ev.spilled,
+        pir_instances: pir.ok().map(|s| s.instances),
         wall_seconds: wall,
         numbers_per_second: distinct as f64 / wall.max(1e-9),
         index_id: hex::encode(header.index_id),

@@ -10,7 +10,10 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use breachcheck_proto as proto;
-use breachcheck_proto::{encode_payload, fingerprint_bits_for, top_bits};
+use breachcheck_proto::{
+    PIR_INSTANCE_BYTES, PIR_MAX_INSTANCES, PIR_MIN_BUCKET_BITS, encode_payload,
+    fingerprint_bits_for, top_bits,
+};
 use rayon::prelude::*;
 
 use crate::error::{Result, io_err};
@@ -69,6 +72,31 @@ pub(crate) fn choose_bucket_bits(hist: &[u32], distinct: u64) -> u32 {
                 .map(|&(k, _)| k)
         })
         .unwrap_or(0)
+}
+
+/// Chooses k for PIR (`build-index --pir`, docs/PROTOCOL.md §10): the
+/// smallest k of at least [`PIR_MIN_BUCKET_BITS`] whose fullest bucket
+/// (from the histogram), with its labels and its Merkle proof, fits in
+/// [`PIR_MAX_INSTANCES`] instances by the same Golomb estimate as
+/// [`choose_bucket_bits`]. The smallest such k sends the least: a query
+/// grows with the rows (2^k) faster than an answer with the instances.
+pub(crate) fn choose_pir_bucket_bits(hist: &[u32], label_width: u8) -> u32 {
+    for k in PIR_MIN_BUCKET_BITS..=AUTO_MAX_BITS {
+        let per = 1usize << (HIST_BITS - k);
+        let p = hist
+            .chunks(per)
+            .map(|c| c.iter().sum::<u32>())
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let f = fingerprint_bits_for(p);
+        let bits = f64::from(f) - f64::from(p).log2() + 1.5 + 8.0 * f64::from(label_width);
+        let row = f64::from(p) * bits / 8.0 + 64.0 + 32.0 * f64::from(k);
+        if row <= (PIR_MAX_INSTANCES * PIR_INSTANCE_BYTES) as f64 {
+            return k;
+        }
+    }
+    AUTO_MAX_BITS
 }
 
 /// Real entries per k-bucket, from the histogram when `k ≤ HIST_BITS`, else

@@ -72,6 +72,13 @@ pub struct Settings {
           require_equals = true, default_missing_value = "true",
           value_parser = BoolishValueParser::new())]
     pub web: Option<bool>,
+    /// Answer zero-leakage lookups by PIR (GetPirSetup, PirQuery;
+    /// docs/PROTOCOL.md §10): preprocesses the index at start and reload.
+    /// The index needs at least 2^11 buckets (build-index --pir).
+    #[arg(long, env = "BREACHCHECK_PIR", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true",
+          value_parser = BoolishValueParser::new())]
+    pub pir: Option<bool>,
     /// Origins whose pages may call this server's grpc-web (CORS), e.g.
     /// `https://check.example.org`; comma-separated. None by default.
     #[arg(
@@ -212,6 +219,7 @@ impl Settings {
                 .or(lower.max_connection_age_grace_secs),
             allow_anonymous: self.allow_anonymous.or(lower.allow_anonymous),
             web: self.web.or(lower.web),
+            pir: self.pir.or(lower.pir),
             cors_origins: self.cors_origins.or(lower.cors_origins),
             trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
             forwarded_header: self.forwarded_header.or(lower.forwarded_header),
@@ -307,6 +315,7 @@ impl Settings {
             )?,
             allow_anonymous: self.allow_anonymous.unwrap_or(d.allow_anonymous),
             web: self.web.unwrap_or(d.web),
+            pir: self.pir.unwrap_or(d.pir),
             cors_origins: self.cors_origins.unwrap_or(d.cors_origins),
             trusted_proxies: match self.trusted_proxies {
                 Some(v) => v
@@ -401,6 +410,8 @@ pub struct Config {
     pub allow_anonymous: bool,
     /// Serve the web page and grpc-web on the gRPC port.
     pub web: bool,
+    /// Answer PIR queries (GetPirSetup, PirQuery).
+    pub pir: bool,
     /// Origins allowed to call grpc-web from their pages (CORS); empty: none.
     pub cors_origins: Vec<String>,
     /// Proxies whose forwarding header names the client address.
@@ -568,6 +579,10 @@ pub struct Quota {
     pub elements_per_day: u64,
     /// Bucket download bytes per UTC day.
     pub bucket_bytes_per_day: u64,
+    /// PIR answers per UTC day (default 10,000 for a key, 200 for each
+    /// anonymous address): each costs about one pass over the database.
+    #[serde(default = "default_pir_answers_per_day")]
+    pub pir_answers_per_day: u64,
     /// Token-bucket refill rate of calls, per second (default 50).
     #[serde(default = "default_requests_per_second")]
     pub requests_per_second: f64,
@@ -584,6 +599,7 @@ impl Quota {
             burst: self.burst.saturating_mul(factor),
             elements_per_day: self.elements_per_day.saturating_mul(factor),
             bucket_bytes_per_day: self.bucket_bytes_per_day.saturating_mul(factor),
+            pir_answers_per_day: self.pir_answers_per_day.saturating_mul(factor),
             requests_per_second: self.requests_per_second * factor as f64,
             request_burst: self.request_burst.saturating_mul(factor),
         }
@@ -603,6 +619,10 @@ fn default_request_burst() -> u64 {
     DEFAULT_REQUEST_BURST
 }
 
+fn default_pir_answers_per_day() -> u64 {
+    Quota::default().pir_answers_per_day
+}
+
 impl Default for Quota {
     /// A checking service for one organisation: 100k numbers a day.
     fn default() -> Self {
@@ -611,6 +631,7 @@ impl Default for Quota {
             burst: 20_000,
             elements_per_day: 100_000,
             bucket_bytes_per_day: 10 << 30,
+            pir_answers_per_day: 10_000,
             requests_per_second: DEFAULT_REQUESTS_PER_SECOND,
             request_burst: DEFAULT_REQUEST_BURST,
         }
@@ -625,6 +646,7 @@ impl Quota {
             burst: 10_000,
             elements_per_day: 20_000,
             bucket_bytes_per_day: 4 << 30,
+            pir_answers_per_day: 200,
             requests_per_second: DEFAULT_REQUESTS_PER_SECOND,
             request_burst: DEFAULT_REQUEST_BURST,
         }
@@ -656,6 +678,7 @@ impl Default for Config {
             max_connection_age_grace: Duration::from_secs(30),
             allow_anonymous: false,
             web: false,
+            pir: false,
             cors_origins: Vec::new(),
             trusted_proxies: Vec::new(),
             forwarded_header: ForwardedHeader::XForwardedFor,

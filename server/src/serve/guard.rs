@@ -61,7 +61,8 @@ fn call_of(rpc: &str) -> Option<Call> {
     match rpc {
         "GetIndexInfo" => Some(Call::IndexInfo),
         "Evaluate" => Some(Call::Evaluate),
-        "GetBuckets" => Some(Call::Buckets),
+        "GetBuckets" | "GetPirSetup" => Some(Call::Buckets),
+        "PirQuery" => Some(Call::Pir),
         _ => None,
     }
 }

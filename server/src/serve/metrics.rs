@@ -36,6 +36,8 @@ pub struct Metrics {
     quota_rejections: Mutex<BTreeMap<String, u64>>,
     elements_evaluated: AtomicU64,
     bucket_bytes_sent: AtomicU64,
+    pir_answers: AtomicU64,
+    pir_micros: AtomicU64,
     reloads: AtomicU64,
     quota_store_errors: AtomicU64,
     in_flight: AtomicU64,
@@ -89,6 +91,14 @@ impl Metrics {
     /// Counts bucket payload bytes sent.
     pub(crate) fn add_bucket_bytes(&self, n: u64) {
         self.bucket_bytes_sent.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts one PIR answer and the time it took (no row: the server has
+    /// none).
+    pub(crate) fn add_pir_answer(&self, took: Duration) {
+        self.pir_answers.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.pir_micros.fetch_add(micros, Ordering::Relaxed);
     }
 
     /// Counts a quota rejection for an API key name.
@@ -247,6 +257,18 @@ impl Metrics {
                 self.bucket_bytes_sent.load(Ordering::Relaxed),
             ),
             (
+                "breachcheck_pir_answers_total",
+                "counter",
+                "PIR queries answered (each about one pass over the database).",
+                self.pir_answers.load(Ordering::Relaxed),
+            ),
+            (
+                "breachcheck_pir_answer_microseconds_total",
+                "counter",
+                "Wall time spent computing PIR answers, in microseconds.",
+                self.pir_micros.load(Ordering::Relaxed),
+            ),
+            (
                 "breachcheck_index_reloads_total",
                 "counter",
                 "Successful index reloads.",
@@ -402,7 +424,13 @@ pub(crate) fn rpc_name(path: &str) -> Option<&'static str> {
         .strip_prefix('/')?
         .strip_prefix(breachcheck_proto::SERVICE_NAME)?
         .strip_prefix('/')?;
-    ["GetIndexInfo", "Evaluate", "GetBuckets"]
+    [
+        "GetIndexInfo",
+        "Evaluate",
+        "GetBuckets",
+        "GetPirSetup",
+        "PirQuery",
+    ]
         .into_iter()
         .find(|m| *m == method)
 }

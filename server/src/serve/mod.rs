@@ -90,8 +90,16 @@ pub async fn serve(
 ) -> std::result::Result<(), tonic::transport::Error> {
     let config = state.config().clone();
     let metrics = state.metrics.clone();
+    // A PIR query (key material and the encrypted selector) may be larger
+    // than a full batch; the limit follows the index served at start (a
+    // reload to a larger PIR shape needs a restart).
+    let pir_request = state
+        .current()
+        .pir
+        .as_ref()
+        .map_or(0, |p| p.keys_len() + p.query_len() + 1024);
     let svc = BreachCheckServer::new(Service::new(state.clone()))
-        .max_decoding_message_size(max_request_bytes(config.max_batch));
+        .max_decoding_message_size(max_request_bytes(config.max_batch).max(pir_request));
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<BreachCheckServer<Service>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -227,7 +235,11 @@ pub async fn bind(config: Config) -> Result<Bound> {
     let key_mode = crate::key::InsecureKeyMode::allow_if(config.allow_insecure_key_mode);
     let served = tokio::task::spawn_blocking({
         let (i, k) = (index.clone(), key.clone());
-        move || Served::load_optional_key(&i, k.as_deref(), key_mode)
+        let pir = config.pir;
+        move || {
+            let served = Served::load_optional_key(&i, k.as_deref(), key_mode)?;
+            if pir { served.with_pir() } else { Ok(served) }
+        }
     })
     .await??;
     let tls = tls_config(&config)?;
@@ -242,6 +254,7 @@ pub async fn bind(config: Config) -> Result<Bound> {
         anonymous = config.allow_anonymous,
         api_keys = config.api_keys.len(),
         web = config.web,
+        pir = config.pir,
         "index loaded"
     );
     if config.web && tls.is_none() {

@@ -7,10 +7,12 @@
 --             element_interval_us, element_burst, elements_per_day
 --   elements: n, element_interval_us, element_burst, elements_per_day
 --   bytes:    n, bucket_bytes_per_day
+--   pir:      n, pir_answers_per_day
 --
 -- Returns {code, retry_after_ms}: code 0 charged; 1 request rate; 2 daily
 -- evaluation cap; 3 evaluation rate (burst); 4 daily bucket download cap;
--- 5 a batch larger than the burst (never fits: nothing charged).
+-- 5 a batch larger than the burst (never fits: nothing charged); 6 daily
+-- PIR answer cap.
 --
 -- Rates are GCRA (a token bucket stated as a "theoretical arrival time",
 -- TAT): a charge of n at interval T is allowed when
@@ -23,7 +25,7 @@
 -- resolution) acts as about 10^6 a second.
 --
 -- The hash: rt, et = request and element TATs; day = UTC day number of the
--- counters e (elements) and b (bucket bytes). Its TTL runs to the later of
+-- counters e (elements), b (bucket bytes) and p (PIR answers). Its TTL runs to the later of
 -- the next UTC midnight and the TATs, so an idle key vanishes.
 
 local EPOCH = 1767225600 -- 2026-01-01T00:00:00Z
@@ -36,7 +38,7 @@ local to_midnight_us = ((day + 1) * 86400 - sec) * 1000000 - tonumber(t[2])
 -- Every argument is read and checked before anything is written: Redis
 -- does not roll back a script that fails half-way.
 local op = ARGV[1]
-local arity = ({request = 7, elements = 5, bytes = 3})[op]
+local arity = ({request = 7, elements = 5, bytes = 3, pir = 3})[op]
 if not arity or #ARGV ~= arity then
   return redis.error_reply('breachcheck quota: bad operation or arity')
 end
@@ -48,13 +50,14 @@ for i = 2, arity do
   end
 end
 
-local h = redis.call('HMGET', KEYS[1], 'rt', 'et', 'day', 'e', 'b')
+local h = redis.call('HMGET', KEYS[1], 'rt', 'et', 'day', 'e', 'b', 'p')
 -- A key never charged is full: its TATs are now (not the epoch, which a
 -- clock before 2026 would put in the future).
 local rt = tonumber(h[1]) or now
 local et = tonumber(h[2]) or now
 local e = tonumber(h[4]) or 0
 local b = tonumber(h[5]) or 0
+local p = tonumber(h[6]) or 0
 local stored_day = tonumber(h[3])
 if stored_day and stored_day > day then
   -- The clock stepped back across midnight (an NTP step, a failover to a
@@ -63,6 +66,7 @@ if stored_day and stored_day > day then
 elseif stored_day ~= day then
   e = 0
   b = 0
+  p = 0
 end
 
 local function ms(us)
@@ -83,7 +87,8 @@ local function save()
   redis.call('HSET', KEYS[1],
     'rt', string.format('%.0f', rt), 'et', string.format('%.0f', et),
     'day', string.format('%.0f', day),
-    'e', string.format('%.0f', e), 'b', string.format('%.0f', b))
+    'e', string.format('%.0f', e), 'b', string.format('%.0f', b),
+    'p', string.format('%.0f', p))
   -- At most 400 days: PEXPIRE refuses what overflows its milliseconds.
   local ttl = math.min(math.max(to_midnight_us, rt - now, et - now), 400 * 86400 * 1000000)
   redis.call('PEXPIRE', KEYS[1], string.format('%.0f', ms(ttl) + 1000))
@@ -131,6 +136,14 @@ elseif op == 'bytes' then
     return {4, ms(to_midnight_us)}
   end
   b = b + n
+  save()
+  return {0, 0}
+elseif op == 'pir' then
+  local n, cap = a[2], a[3]
+  if p + n > cap then
+    return {6, ms(to_midnight_us)}
+  end
+  p = p + n
   save()
   return {0, 0}
 end

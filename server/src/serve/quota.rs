@@ -66,6 +66,7 @@ pub struct QuotaKey {
     bytes_per_day: u64,
     requests_per_second_bits: u64,
     request_burst: u64,
+    pir_per_day: u64,
 }
 
 impl From<Quota> for QuotaKey {
@@ -77,6 +78,7 @@ impl From<Quota> for QuotaKey {
             bytes_per_day: q.bucket_bytes_per_day,
             requests_per_second_bits: q.requests_per_second.to_bits(),
             request_burst: q.request_burst,
+            pir_per_day: q.pir_answers_per_day,
         }
     }
 }
@@ -111,7 +113,15 @@ impl QuotaKey {
     pub fn bytes_per_day(&self) -> u64 {
         self.bytes_per_day
     }
+
+    /// PIR answers per UTC day.
+    pub fn pir_per_day(&self) -> u64 {
+        self.pir_per_day
+    }
 }
+
+/// The `limit` of a refusal by the daily PIR cap.
+pub(crate) const PIR_CAP: &str = "daily PIR answer cap";
 
 /// The `limit` of a request-rate refusal.
 pub(crate) const REQUEST_RATE: &str = "request rate (burst)";
@@ -124,8 +134,10 @@ pub enum Call {
     IndexInfo,
     /// Evaluate: also refused up front when not one element is left.
     Evaluate,
-    /// GetBuckets.
+    /// GetBuckets, and GetPirSetup (bytes, like a download).
     Buckets,
+    /// PirQuery (its answers are charged on their own, before any work).
+    Pir,
 }
 
 /// Why a call was refused by its quota, and when it may succeed.
@@ -206,6 +218,15 @@ pub trait QuotaStore: Send + Sync + std::fmt::Debug {
     /// [`QuotaError::Exhausted`] when the daily byte cap does not allow it;
     /// [`QuotaError::Unavailable`] when the store cannot be asked.
     fn charge_bytes<'a>(&'a self, caller: &'a Caller, bytes: u64) -> Charge<'a>;
+
+    /// Charges `n` PIR answers to `caller` (each about one pass over the
+    /// database: its own unit, apart from elements and bytes).
+    ///
+    /// # Errors
+    ///
+    /// [`QuotaError::Exhausted`] when the daily PIR cap does not allow it;
+    /// [`QuotaError::Unavailable`] when the store cannot be asked.
+    fn charge_pir<'a>(&'a self, caller: &'a Caller, n: u64) -> Charge<'a>;
 }
 
 #[derive(Debug)]
@@ -218,6 +239,7 @@ struct KeyState {
     day: u64,
     elements_today: u64,
     bytes_today: u64,
+    pir_today: u64,
 }
 
 impl KeyState {
@@ -228,7 +250,7 @@ impl KeyState {
         let dt = now.duration_since(self.updated).as_secs_f64();
         let refilled = self.tokens + dt * q.per_second() >= q.burst as f64
             && self.request_tokens + dt * q.requests_per_second() >= q.request_burst as f64;
-        !refilled || (self.day == day && (self.elements_today > 0 || self.bytes_today > 0))
+        !refilled || (self.day == day && (self.elements_today > 0 || self.bytes_today > 0 || self.pir_today > 0))
     }
 }
 
@@ -297,6 +319,7 @@ impl MemoryQuotas {
             day,
             elements_today: 0,
             bytes_today: 0,
+            pir_today: 0,
         });
         st.quota = caller.quota;
         // Refill the bucket and roll the day over.
@@ -310,6 +333,7 @@ impl MemoryQuotas {
             st.day = day;
             st.elements_today = 0;
             st.bytes_today = 0;
+            st.pir_today = 0;
         }
         let to_midnight = Duration::from_secs((day + 1) * 86_400).saturating_sub(now_unix);
         f(st, to_midnight)
@@ -343,6 +367,12 @@ impl QuotaStore for MemoryQuotas {
     fn charge_bytes<'a>(&'a self, caller: &'a Caller, bytes: u64) -> Charge<'a> {
         Box::pin(std::future::ready(
             self.bytes(caller, bytes).map_err(QuotaError::from),
+        ))
+    }
+
+    fn charge_pir<'a>(&'a self, caller: &'a Caller, n: u64) -> Charge<'a> {
+        Box::pin(std::future::ready(
+            self.pir(caller, n).map_err(QuotaError::from),
         ))
     }
 }
@@ -419,6 +449,20 @@ impl MemoryQuotas {
             Ok(())
         })
     }
+
+    fn pir(&self, caller: &Caller, n: u64) -> Result<(), Exhausted> {
+        let q = caller.quota;
+        self.with_state(caller, |st, to_midnight| {
+            if st.pir_today.saturating_add(n) > q.pir_per_day {
+                return Err(Exhausted {
+                    limit: PIR_CAP,
+                    retry_after: to_midnight,
+                });
+            }
+            st.pir_today += n;
+            Ok(())
+        })
+    }
 }
 
 #[cfg(test)]
@@ -441,6 +485,7 @@ mod tests {
             burst: 10,
             elements_per_day: 10,
             bucket_bytes_per_day: 1000,
+            pir_answers_per_day: 1000,
             requests_per_second: 2.0,
             request_burst: 3,
         };
@@ -480,6 +525,7 @@ mod tests {
             burst: 100,
             elements_per_day: 1_000_000,
             bucket_bytes_per_day: 1000,
+            pir_answers_per_day: 1000,
             ..Quota::default()
         };
         let m = MemoryQuotas::new();
@@ -499,6 +545,7 @@ mod tests {
             burst: 1_000_000,
             elements_per_day: 10,
             bucket_bytes_per_day: 100,
+            pir_answers_per_day: 1000,
             ..Quota::default()
         };
         let m = MemoryQuotas::new();

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use crate::error::{Result, ServerError};
 use crate::serve::quota::{
-    Call, Caller, Charge, Exhausted, QuotaError, QuotaKey, QuotaStore, REQUEST_RATE,
+    Call, Caller, Charge, Exhausted, QuotaError, QuotaKey, QuotaStore, PIR_CAP, REQUEST_RATE,
 };
 
 /// The charge script (see its header for arguments and replies).
@@ -167,6 +167,7 @@ impl RedisQuotas {
             2 => "daily evaluation cap",
             3 | 5 => "evaluation rate (burst)",
             4 => "daily bucket download cap",
+            6 => PIR_CAP,
             other => return Err(self.unavailable(&format!("unknown script reply {other}"))),
         };
         Err(QuotaError::Exhausted(Exhausted { limit, retry_after }))
@@ -231,6 +232,15 @@ impl QuotaStore for RedisQuotas {
             "bytes".to_owned(),
             bytes.to_string(),
             caller.quota.bytes_per_day().to_string(),
+        ];
+        Box::pin(self.run(caller, args))
+    }
+
+    fn charge_pir<'a>(&'a self, caller: &'a Caller, n: u64) -> Charge<'a> {
+        let args = vec![
+            "pir".to_owned(),
+            n.to_string(),
+            caller.quota.pir_per_day().to_string(),
         ];
         Box::pin(self.run(caller, args))
     }

@@ -16,7 +16,7 @@ use breachcheck_proto as proto;
 use breachcheck_proto::pb::breach_check_server::BreachCheck;
 use breachcheck_proto::pb::{
     Breach, BucketChunk, EvaluateRequest, EvaluateResponse, GetBucketsRequest, GetIndexInfoRequest,
-    IndexInfo,
+    GetPirSetupRequest, IndexInfo, PirAnswer, PirQueryRequest, PirSetup,
 };
 use breachcheck_proto::{BlindedElement, ProtocolError};
 use rayon::prelude::*;
@@ -24,6 +24,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::error::{Refusal, ServerError};
+use crate::pir::PirError;
 use crate::serve::guard::mark_entered;
 use crate::serve::quota::Call;
 use crate::serve::state::AppState;
@@ -217,6 +218,70 @@ impl Service {
     }
 }
 
+impl Service {
+    /// GetPirSetup: the scheme, the shape and the public data of the
+    /// served index's PIR database, charged as a download of its bytes.
+    async fn pir_setup(&self, req: Request<GetPirSetupRequest>) -> Result<PirSetup, Refusal> {
+        let state = &self.state;
+        let caller = state.authenticate(&req, true).await?;
+        let served = state.current();
+        state.check_index_id(&served, &req.get_ref().index_id)?;
+        let pir = served.pir.as_ref().ok_or(Refusal::PirOff)?;
+        let public = pir.public_data();
+        state.charge_bytes(&caller, public.len() as u64).await?;
+        state.metrics.add_bucket_bytes(public.len() as u64);
+        let shape = pir.shape();
+        let len = |n: usize| u32::try_from(n).map_err(|_| ServerError::Bug("a PIR size over 4 GiB"));
+        Ok(PirSetup {
+            index_id: served.index.index_id().to_vec(),
+            scheme: pir.scheme().into(),
+            rows: len(shape.rows())?,
+            instances: len(shape.instances)?,
+            public_data: public.to_vec(),
+            keys_len: len(pir.keys_len())?,
+            query_len: len(pir.query_len())?,
+            answer_len: len(pir.answer_len())?,
+        })
+    }
+
+    /// PirQuery: sizes and index id checked, one PIR answer charged, then
+    /// one pass over the database on the rayon pool. Nothing about the
+    /// query is logged: the server has no row to log.
+    async fn pir_answer(&self, req: Request<PirQueryRequest>) -> Result<PirAnswer, Refusal> {
+        let state = &self.state;
+        let caller = state.caller(&req, Call::Pir).await?;
+        let served = state.current();
+        let req = req.into_inner();
+        state.check_index_id(&served, &req.index_id)?;
+        let pir = served.pir.clone().ok_or(Refusal::PirOff)?;
+        if req.keys.len() != pir.keys_len() {
+            return Err(Refusal::InvalidPirQuery(format!(
+                "keys must be {} bytes, got {}",
+                pir.keys_len(),
+                req.keys.len()
+            )));
+        }
+        if req.query.len() != pir.query_len() {
+            return Err(Refusal::InvalidPirQuery(format!(
+                "query must be {} bytes, got {}",
+                pir.query_len(),
+                req.query.len()
+            )));
+        }
+        state.charge_pir(&caller).await?;
+        let started = std::time::Instant::now();
+        let answer = on_pool(move || pir.answer(&req.keys, &req.query)).await?;
+        let answer = match answer {
+            Ok(a) => a,
+            Err(PirError::Invalid(why)) => return Err(Refusal::InvalidPirQuery(why)),
+            Err(PirError::Failed(why)) => return Err(ServerError::Pir(why).into()),
+        };
+        state.metrics.add_pir_answer(started.elapsed());
+        tracing::debug!(api_key = %caller.name, "answered a PIR query");
+        Ok(PirAnswer { answer })
+    }
+}
+
 /// Elements per decoding chunk: one task of the rayon pool.
 const DECODE_CHUNK: usize = 256;
 
@@ -304,6 +369,24 @@ impl BreachCheck for Service {
         mark_entered(req.extensions());
         let stream = self.bucket_stream(req).await.map_err(|r| self.refuse(r))?;
         Ok(Response::new(stream))
+    }
+
+    async fn get_pir_setup(
+        &self,
+        req: Request<GetPirSetupRequest>,
+    ) -> Result<Response<PirSetup>, Status> {
+        mark_entered(req.extensions());
+        let setup = self.pir_setup(req).await.map_err(|r| self.refuse(r))?;
+        Ok(Response::new(setup))
+    }
+
+    async fn pir_query(
+        &self,
+        req: Request<PirQueryRequest>,
+    ) -> Result<Response<PirAnswer>, Status> {
+        mark_entered(req.extensions());
+        let answer = self.pir_answer(req).await.map_err(|r| self.refuse(r))?;
+        Ok(Response::new(answer))
     }
 }
 

@@ -6,11 +6,12 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use breachcheck_proto::ServerKey;
+use breachcheck_proto::{PirShape, ServerKey};
 
 use crate::error::{Refusal, Result};
 use crate::index::reader::Index;
 use crate::key::{InsecureKeyMode, load_key, load_key_with};
+use crate::pir::{IpirSp, PirEngine};
 use crate::serve::auth::ApiKeys;
 use crate::serve::config::{Config, QuotaStoreConfig};
 use crate::serve::guard::Admitted;
@@ -27,6 +28,8 @@ pub struct Served {
     pub index: Index,
     /// Its OPRF key (`None` on a bucket-only replica).
     pub key: Option<ServerKey>,
+    /// Its PIR database, preprocessed (servers started with PIR only).
+    pub pir: Option<Arc<dyn PirEngine>>,
 }
 
 impl Served {
@@ -51,6 +54,7 @@ impl Served {
         Ok(Served {
             index,
             key: Some(key),
+            pir: None,
         })
     }
 
@@ -63,7 +67,42 @@ impl Served {
     pub fn load_buckets_only(index: &Path) -> Result<Self> {
         let index = Index::open(index)?;
         index.verify()?;
-        Ok(Served { index, key: None })
+        Ok(Served {
+            index,
+            key: None,
+            pir: None,
+        })
+    }
+
+    /// Builds and preprocesses the index's PIR database (one row a bucket:
+    /// its payload and Merkle proof), logging how long it took (never a
+    /// row).
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::Pir`](crate::ServerError::Pir) when the index's shape
+    /// does not suit PIR (too few or too large buckets) or the scheme fails.
+    pub fn with_pir(mut self) -> Result<Self> {
+        let h = self.index.header();
+        let shape = PirShape::new(h.bucket_bits, h.payload_len)
+            .map_err(|e| crate::ServerError::Pir(e.to_string()))?;
+        let index = &self.index;
+        let engine = IpirSp::new(shape, index.index_id(), |b| {
+            let payload = index.bucket_bytes(b)?;
+            let proof = index.bucket_proof(b)?;
+            shape.row(&payload, &proof).ok()
+        })?;
+        tracing::info!(
+            scheme = engine.scheme(),
+            rows = shape.rows(),
+            instances = shape.instances,
+            database_bytes = engine.database_bytes(),
+            public_data_bytes = engine.public_data().len(),
+            preprocessing_ms = engine.preprocessing.as_millis() as u64,
+            "PIR database preprocessed"
+        );
+        self.pir = Some(Arc::new(engine));
+        Ok(self)
     }
 
     /// Loads the pair, or the index alone when `key` is `None`; `key_mode`
@@ -163,7 +202,10 @@ impl AppState {
     /// Whatever loading fails with; the old pair stays served.
     pub fn reload(&self, index: &Path, key: Option<&Path>) -> Result<()> {
         let key_mode = InsecureKeyMode::allow_if(self.config.allow_insecure_key_mode);
-        let next = Served::load_optional_key(index, key, key_mode)?;
+        let mut next = Served::load_optional_key(index, key, key_mode)?;
+        if self.config.pir {
+            next = next.with_pir()?;
+        }
         tracing::info!(
             index = %index.display(),
             index_id = %hex::encode(next.index.index_id()),
@@ -292,6 +334,16 @@ impl AppState {
             self.charged(&total, r)?;
         }
         let r = self.quotas.charge_bytes(caller, bytes).await;
+        self.charged(caller, r)
+    }
+
+    /// Charges one PIR answer to `caller`, likewise.
+    pub(crate) async fn charge_pir(&self, caller: &Caller) -> Result<(), Refusal> {
+        if let Some(total) = self.anonymous_total(caller) {
+            let r = self.quotas.charge_pir(&total, 1).await;
+            self.charged(&total, r)?;
+        }
+        let r = self.quotas.charge_pir(caller, 1).await;
         self.charged(caller, r)
     }
 

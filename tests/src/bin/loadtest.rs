@@ -381,6 +381,7 @@ fn fixture(dir: &Path, rows: u64) -> anyhow::Result<(PathBuf, PathBuf)> {
         column: None,
         bucket_bits: None,
         force_bucket_bits: false,
+        pir: false,
         memory_limit: 1 << 28,
         temp_dir: None,
         progress: server::ProgressMode::Quiet,

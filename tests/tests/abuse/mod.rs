@@ -50,6 +50,7 @@ fn roomy() -> Quota {
         burst: 1 << 20,
         elements_per_day: 1 << 30,
         bucket_bytes_per_day: 1 << 40,
+        pir_answers_per_day: 1000,
         requests_per_second: 1e6,
         request_burst: 1 << 20,
     }

@@ -223,6 +223,7 @@ async fn labelled_multi_breach_index() {
         column: None,
         bucket_bits: Some(2),
         force_bucket_bits: true,
+        pir: false,
         memory_limit: 1 << 30,
         temp_dir: None,
         progress: ProgressMode::Quiet,

@@ -133,6 +133,7 @@ async fn redis_store_keeps_the_quota_rules() {
         burst: 50,
         elements_per_day: 120,
         bucket_bytes_per_day: 1000,
+        pir_answers_per_day: 1000,
         requests_per_second: 10.0,
         request_burst: 5,
     };

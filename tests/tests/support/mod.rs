@@ -106,6 +106,7 @@ pub fn options(inputs: Vec<PathBuf>, bucket_bits: Option<u32>) -> BuildOptions {
         bucket_bits,
         // Test corpora are small: their explicit layouts are deliberate.
         force_bucket_bits: true,
+        pir: false,
         memory_limit: 1 << 30,
         temp_dir: None,
         progress: ProgressMode::Quiet,
@@ -138,6 +139,7 @@ pub fn open_config() -> Config {
             burst: 1 << 40,
             elements_per_day: 1 << 40,
             bucket_bytes_per_day: 1 << 40,
+            pir_answers_per_day: 1000,
             requests_per_second: 1e9,
             request_burst: 1 << 40,
         },
@@ -281,6 +283,20 @@ pub trait Twist: Send + Sync + 'static {
         let honest = self.honest().get_buckets(r).await?.into_inner();
         Ok(Response::new(Box::pin(honest) as ChunkStream))
     }
+
+    async fn get_pir_setup(
+        &self,
+        r: Request<pb::GetPirSetupRequest>,
+    ) -> Result<Response<pb::PirSetup>, Status> {
+        self.honest().get_pir_setup(r).await
+    }
+
+    async fn pir_query(
+        &self,
+        r: Request<pb::PirQueryRequest>,
+    ) -> Result<Response<pb::PirAnswer>, Status> {
+        self.honest().pir_query(r).await
+    }
 }
 
 /// A [`Twist`] as a gRPC service.
@@ -309,6 +325,20 @@ impl<T: Twist> BreachCheck for Twisted<T> {
         r: Request<pb::GetBucketsRequest>,
     ) -> Result<Response<ChunkStream>, Status> {
         self.0.get_buckets(r).await
+    }
+
+    async fn get_pir_setup(
+        &self,
+        r: Request<pb::GetPirSetupRequest>,
+    ) -> Result<Response<pb::PirSetup>, Status> {
+        self.0.get_pir_setup(r).await
+    }
+
+    async fn pir_query(
+        &self,
+        r: Request<pb::PirQueryRequest>,
+    ) -> Result<Response<pb::PirAnswer>, Status> {
+        self.0.pir_query(r).await
     }
 }
 
