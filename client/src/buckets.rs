@@ -334,10 +334,12 @@ async fn fetch_by_pir(
         .pir_query(&info.index_id, &query.keys, &query.query, pir.answer_len())
         .await?;
     let row = pir.decode(&query, &answer)?;
-    let (payload, proof) = pir
-        .shape()
-        .split(&row)
-        .ok_or_else(|| bad(b, "the PIR answer is not a row of this index (non-zero padding)"))?;
+    let (payload, proof) = pir.shape().split(&row).ok_or_else(|| {
+        bad(
+            b,
+            "the PIR answer is not a row of this index (non-zero padding)",
+        )
+    })?;
     let p = decode(b, payload, proof, info)?;
     Ok(((payload.to_vec(), proof.to_vec()), p))
 }

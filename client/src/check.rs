@@ -340,10 +340,7 @@ impl Client {
 
     /// Whether the client is in PIR mode, and the PIR queries it sent.
     pub fn pir_queries(&self) -> Option<u64> {
-        self.inner
-            .opts
-            .pir
-            .then(|| self.inner.sent.pir_queries())
+        self.inner.opts.pir.then(|| self.inner.sent.pir_queries())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

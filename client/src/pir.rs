@@ -109,7 +109,8 @@ fn profile(shape: &PirShape) -> Result<ProductionSimplePirParams> {
 ///
 /// [`ClientError::Pir`] when the index's layout does not suit PIR.
 pub(crate) fn max_setup_bytes(info: &IndexInfo) -> Result<usize> {
-    let shape = PirShape::new(info.bucket_bits, info.payload_len).map_err(|e| pir_err(e.to_string()))?;
+    let shape =
+        PirShape::new(info.bucket_bits, info.payload_len).map_err(|e| pir_err(e.to_string()))?;
     let p = profile(&shape)?;
     Ok(shape.instances * published_c1_len(p.rlwe().d, p.rlwe().q) + 4096)
 }
@@ -132,7 +133,8 @@ impl IpirSp {
         if setup.index_id != info.index_id {
             return Err(pir_err("the PIR setup is for another index"));
         }
-        let shape = PirShape::new(info.bucket_bits, info.payload_len).map_err(|e| pir_err(e.to_string()))?;
+        let shape = PirShape::new(info.bucket_bits, info.payload_len)
+            .map_err(|e| pir_err(e.to_string()))?;
         if setup.rows as usize != shape.rows() || setup.instances as usize != shape.instances {
             return Err(pir_err("the PIR setup's shape is not the index's"));
         }
@@ -149,8 +151,7 @@ impl IpirSp {
         {
             return Err(pir_err("the PIR setup's sizes are not the profile's"));
         }
-        let published =
-            recover_published_c1(&setup.public_data, rlwe.d, shape.instances, rlwe.q);
+        let published = recover_published_c1(&setup.public_data, rlwe.d, shape.instances, rlwe.q);
         let client = IPIRClient::new(&p);
         // The seed is derived here from the pinned index id: the server
         // never picks the client's setup.

@@ -350,8 +350,7 @@ impl Rpc {
     ) -> Result<Vec<u8>> {
         let limit = answer_len.saturating_add(FRAMING);
         self.retry("PirQuery", Role::Any, |i| {
-            let mut grpc = self
-                .grpc[i]
+            let mut grpc = self.grpc[i]
                 .clone()
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(usize::MAX);

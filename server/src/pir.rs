@@ -134,7 +134,9 @@ impl IpirSp {
         for b in 0..shape.rows() as u32 {
             let bytes = row(b).ok_or(ServerError::Pir(format!("bucket {b} has no row")))?;
             if bytes.len() != shape.row_len() {
-                return Err(ServerError::Pir(format!("bucket {b}'s row has the wrong length")));
+                return Err(ServerError::Pir(format!(
+                    "bucket {b}'s row has the wrong length"
+                )));
             }
             symbols.extend(bytes_to_symbols(&bytes));
         }
@@ -192,7 +194,8 @@ impl PirEngine for IpirSp {
     }
 
     fn answer_len(&self) -> usize {
-        self.shape.instances * response_body_len(self.profile.rlwe().d, self.profile.ypir().q_prime_1)
+        self.shape.instances
+            * response_body_len(self.profile.rlwe().d, self.profile.ypir().q_prime_1)
     }
 
     fn database_bytes(&self) -> usize {

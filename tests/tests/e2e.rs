@@ -828,6 +828,7 @@ mod dispatch;
 mod index;
 mod integrity;
 mod lying;
+mod pir;
 mod scale;
 
 /// An empty index_id means the current index (the proof still binds the key).

@@ -176,7 +176,10 @@ impl fmt::Display for BuildReport {
                 r.buckets,
                 i * PIR_INSTANCE_BYTES
             )?,
-            None => writeln!(f, "  PIR rows           none (build with --pir to serve PIR)")?,
+            None => writeln!(
+                f,
+                "  PIR rows           none (build with --pir to serve PIR)"
+            )?,
         }
         if let Some(m) = r.peak_memory_bytes {
             writeln!(

@@ -431,8 +431,8 @@ pub(crate) fn rpc_name(path: &str) -> Option<&'static str> {
         "GetPirSetup",
         "PirQuery",
     ]
-        .into_iter()
-        .find(|m| *m == method)
+    .into_iter()
+    .find(|m| *m == method)
 }
 
 /// The status of an answer: a trailers-only error response carries

@@ -250,7 +250,9 @@ impl KeyState {
         let dt = now.duration_since(self.updated).as_secs_f64();
         let refilled = self.tokens + dt * q.per_second() >= q.burst as f64
             && self.request_tokens + dt * q.requests_per_second() >= q.request_burst as f64;
-        !refilled || (self.day == day && (self.elements_today > 0 || self.bytes_today > 0 || self.pir_today > 0))
+        !refilled
+            || (self.day == day
+                && (self.elements_today > 0 || self.bytes_today > 0 || self.pir_today > 0))
     }
 }
 

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use crate::error::{Result, ServerError};
 use crate::serve::quota::{
-    Call, Caller, Charge, Exhausted, QuotaError, QuotaKey, QuotaStore, PIR_CAP, REQUEST_RATE,
+    Call, Caller, Charge, Exhausted, PIR_CAP, QuotaError, QuotaKey, QuotaStore, REQUEST_RATE,
 };
 
 /// The charge script (see its header for arguments and replies).

@@ -231,7 +231,8 @@ impl Service {
         state.charge_bytes(&caller, public.len() as u64).await?;
         state.metrics.add_bucket_bytes(public.len() as u64);
         let shape = pir.shape();
-        let len = |n: usize| u32::try_from(n).map_err(|_| ServerError::Bug("a PIR size over 4 GiB"));
+        let len =
+            |n: usize| u32::try_from(n).map_err(|_| ServerError::Bug("a PIR size over 4 GiB"));
         Ok(PirSetup {
             index_id: served.index.index_id().to_vec(),
             scheme: pir.scheme().into(),
