@@ -199,7 +199,7 @@ impl PirEngine for IpirSp {
     }
 
     fn database_bytes(&self) -> usize {
-        self.server.db().len() * size_of::<u16>()
+        std::mem::size_of_val(self.server.db())
     }
 
     fn answer(&self, keys: &[u8], query: &[u8]) -> std::result::Result<Vec<u8>, PirError> {
