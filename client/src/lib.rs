@@ -66,7 +66,7 @@ pub mod fuzzing;
 #[cfg(feature = "grpc")]
 mod pace;
 #[cfg(feature = "grpc")]
-mod pir;
+pub mod pir;
 #[cfg(feature = "grpc")]
 mod replicas;
 #[cfg(feature = "grpc")]

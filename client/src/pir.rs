@@ -26,14 +26,15 @@ use zeroize::Zeroizing;
 use crate::error::{ClientError, Result};
 
 /// The scheme [`IpirSp`] speaks, as `PirSetup.scheme` must name it.
-pub(crate) const IPIR_SP_SCHEME: &str = "ipir-sp/simplepir-p14-v1";
+pub const IPIR_SP_SCHEME: &str = "ipir-sp/simplepir-p14-v1";
 
-/// One query: what is sent, and the secret that decodes its answer.
-pub(crate) struct PirQuery {
+/// One query: what is sent, and the secret that decodes its answer (wiped
+/// on drop).
+pub struct PirQuery {
     /// The key material sent with it.
-    pub(crate) keys: Vec<u8>,
+    pub keys: Vec<u8>,
     /// The encrypted row selector.
-    pub(crate) query: Vec<u8>,
+    pub query: Vec<u8>,
     secret: Zeroizing<[u8; 32]>,
 }
 
@@ -44,7 +45,7 @@ impl fmt::Debug for PirQuery {
 }
 
 /// A PIR scheme's client side, for one index.
-pub(crate) trait PirScheme: Send + Sync + fmt::Debug {
+pub trait PirScheme: Send + Sync + fmt::Debug {
     /// The index id this client is for.
     fn index_id(&self) -> &[u8];
     /// The rows' shape.
@@ -69,7 +70,7 @@ pub(crate) trait PirScheme: Send + Sync + fmt::Debug {
 }
 
 /// The `ipir-sp` client of one index.
-pub(crate) struct IpirSp {
+pub struct IpirSp {
     client: IPIRClient,
     setup: PublicQuerySetup,
     published: Vec<Vec<u64>>,
@@ -108,7 +109,7 @@ fn profile(shape: &PirShape) -> Result<ProductionSimplePirParams> {
 /// # Errors
 ///
 /// [`ClientError::Pir`] when the index's layout does not suit PIR.
-pub(crate) fn max_setup_bytes(info: &IndexInfo) -> Result<usize> {
+pub fn max_setup_bytes(info: &IndexInfo) -> Result<usize> {
     let shape =
         PirShape::new(info.bucket_bits, info.payload_len).map_err(|e| pir_err(e.to_string()))?;
     let p = profile(&shape)?;
@@ -123,7 +124,7 @@ impl IpirSp {
     /// # Errors
     ///
     /// [`ClientError::Pir`] for a setup of another scheme, index or shape.
-    pub(crate) fn new(info: &IndexInfo, setup: &PirSetup) -> Result<Self> {
+    pub fn new(info: &IndexInfo, setup: &PirSetup) -> Result<Self> {
         if setup.scheme != IPIR_SP_SCHEME {
             return Err(pir_err(format!(
                 "the server offers PIR scheme {:?}; this client speaks {IPIR_SP_SCHEME}",

@@ -240,4 +240,20 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn pir_k_is_the_smallest_whose_rows_fit() {
+        // 1M numbers: 2^11 rows of ~490 entries, one instance.
+        assert_eq!(choose_pir_bucket_bits(&even(1_000_000), 0), 11);
+        for n in [10_000_000u64, 50_000_000, 200_000_000] {
+            let k = choose_pir_bucket_bits(&even(n), 0);
+            let entries = n >> k;
+            // ~4.4 bytes an entry: the row fits 5 instances, and would not
+            // at k - 1 (twice the entries).
+            assert!(entries as f64 * 4.4 < 17_920.0, "{n}: k {k}");
+            assert!(k == 11 || (2 * entries) as f64 * 4.0 > 17_920.0 - 32.0 * f64::from(k), "{n}: k {k}");
+        }
+        // Labels make rows larger: never a smaller k.
+        assert!(choose_pir_bucket_bits(&even(50_000_000), 1) >= choose_pir_bucket_bits(&even(50_000_000), 0));
+    }
 }
