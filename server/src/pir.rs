@@ -44,13 +44,37 @@ pub trait PirEngine: Send + Sync + fmt::Debug {
     fn answer_len(&self) -> usize;
     /// Bytes of the database one answer reads (the rows, as stored).
     fn database_bytes(&self) -> usize;
-    /// Answers one query whose `keys` and `query` have the lengths above.
+    /// Answers one query whose `keys` and `query` have the lengths above,
+    /// with where the time went.
     ///
     /// # Errors
     ///
     /// [`PirError::Invalid`] for key material or a query the scheme refuses;
     /// [`PirError::Failed`] when the scheme itself failed.
-    fn answer(&self, keys: &[u8], query: &[u8]) -> std::result::Result<Vec<u8>, PirError>;
+    fn answer_timed(
+        &self,
+        keys: &[u8],
+        query: &[u8],
+    ) -> std::result::Result<(Vec<u8>, PirTiming), PirError>;
+
+    /// Answers one query, as [`PirEngine::answer_timed`].
+    ///
+    /// # Errors
+    ///
+    /// As [`PirEngine::answer_timed`].
+    fn answer(&self, keys: &[u8], query: &[u8]) -> std::result::Result<Vec<u8>, PirError> {
+        self.answer_timed(keys, query).map(|(a, _)| a)
+    }
+}
+
+/// Where the time of one answer went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PirTiming {
+    /// The pass over the database (the first-dimension matrix-vector
+    /// product): bound by memory bandwidth.
+    pub database_pass: Duration,
+    /// Packing the results into ciphertexts: a fixed cost per instance.
+    pub packing: Duration,
 }
 
 /// Why a PIR query was not answered.
@@ -202,7 +226,11 @@ impl PirEngine for IpirSp {
         std::mem::size_of_val(self.server.db())
     }
 
-    fn answer(&self, keys: &[u8], query: &[u8]) -> std::result::Result<Vec<u8>, PirError> {
+    fn answer_timed(
+        &self,
+        keys: &[u8],
+        query: &[u8],
+    ) -> std::result::Result<(Vec<u8>, PirTiming), PirError> {
         if keys.len() != self.keys_len() || query.len() != self.query_len() {
             return Err(PirError::Invalid("wrong length".into()));
         }
@@ -212,7 +240,7 @@ impl PirEngine for IpirSp {
         catch_unwind(AssertUnwindSafe(|| {
             let keys = deserialize_packing_keys(rlwe, keys)
                 .map_err(|e| PirError::Invalid(format!("packing keys: {e}")))?;
-            let (answer, _) = self
+            let (answer, t) = self
                 .server
                 .perform_full_online_computation_simplepir_measured(
                     rlwe, query, &keys, &self.top, &self.pre,
@@ -221,7 +249,11 @@ impl PirEngine for IpirSp {
             if answer.len() != self.answer_len() {
                 return Err(PirError::Failed("answer of the wrong length".into()));
             }
-            Ok(answer)
+            let timing = PirTiming {
+                database_pass: t.matrix_vector,
+                packing: t.packing,
+            };
+            Ok((answer, timing))
         }))
         .unwrap_or_else(|_| Err(PirError::Failed("ipir-sp panicked".into())))
     }

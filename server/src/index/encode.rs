@@ -251,9 +251,15 @@ mod tests {
             // ~4.4 bytes an entry: the row fits 5 instances, and would not
             // at k - 1 (twice the entries).
             assert!(entries as f64 * 4.4 < 17_920.0, "{n}: k {k}");
-            assert!(k == 11 || (2 * entries) as f64 * 4.0 > 17_920.0 - 32.0 * f64::from(k), "{n}: k {k}");
+            assert!(
+                k == 11 || (2 * entries) as f64 * 4.0 > 17_920.0 - 32.0 * f64::from(k),
+                "{n}: k {k}"
+            );
         }
         // Labels make rows larger: never a smaller k.
-        assert!(choose_pir_bucket_bits(&even(50_000_000), 1) >= choose_pir_bucket_bits(&even(50_000_000), 0));
+        assert!(
+            choose_pir_bucket_bits(&even(50_000_000), 1)
+                >= choose_pir_bucket_bits(&even(50_000_000), 0)
+        );
     }
 }
