@@ -216,8 +216,8 @@ mod tests {
         );
         let s = PirShape::new(11, 3000).expect("fits");
         assert_eq!((s.instances, s.rows(), s.row_len()), (1, 2048, 3584));
-        assert_eq!(PirShape::new(11, 3233).expect("fits").instances, 1);
-        assert_eq!(PirShape::new(11, 3234).expect("fits").instances, 2);
+        assert_eq!(PirShape::new(11, 3232).expect("fits").instances, 1);
+        assert_eq!(PirShape::new(11, 3233).expect("fits").instances, 2);
         assert!(matches!(
             PirShape::new(17, 17_921),
             Err(PirShapeError::RowTooLarge { .. })

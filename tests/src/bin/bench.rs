@@ -8,7 +8,8 @@
 //! figure as a ratio to its floor.
 //!
 //! Flags: `--n ROWS` (default 1,000,000), `--quick` (N = 200,000, no
-//! 1M-number check), `--out PATH`.
+//! 1M-number check), `--out PATH`; `--browser` (that section alone);
+//! `--pir N,N,...` (the PIR section alone, an index built per N).
 
 // A benchmark aborts on any failure; there is no caller to hand an error to.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -116,6 +117,13 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     let mut text = r.render(n);
     text.push_str(&browser_section);
+    // The PIR section (`--pir`, run separately: its builds take long) is kept.
+    if let Some(old) = std::fs::read_to_string(&out).ok()
+        && let Some(i) = old.find("\n## PIR")
+    {
+        let end = old[i + 1..].find("\n## ").map_or(old.len(), |j| i + 1 + j);
+        text.push_str(&format!("\n{}\n", old[i + 1..end].trim_end()));
+    }
     // The abuse soak's section (`--bin soak`, run separately) is kept.
     if let Some(i) = std::fs::read_to_string(&out)
         .ok()
