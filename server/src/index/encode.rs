@@ -47,13 +47,7 @@ pub(crate) fn choose_bucket_bits(hist: &[u32], distinct: u64) -> u32 {
         if !(1024.0..=16384.0).contains(&mean) {
             continue;
         }
-        let per = 1usize << (HIST_BITS - k);
-        let p = hist
-            .chunks(per)
-            .map(|c| c.iter().sum::<u32>())
-            .max()
-            .unwrap_or(0)
-            .max(1);
+        let p = fullest_bucket(hist, k);
         let f = fingerprint_bits_for(p);
         let bits = f64::from(f) - f64::from(p).log2() + 1.5;
         let size = (1u64 << k) as f64 * (f64::from(p) * bits / 8.0 + 32.0);
@@ -74,6 +68,17 @@ pub(crate) fn choose_bucket_bits(hist: &[u32], distinct: u64) -> u32 {
         .unwrap_or(0)
 }
 
+/// Entries of the fullest of the 2^k buckets (at least 1), from the
+/// histogram (`k ≤ HIST_BITS`).
+fn fullest_bucket(hist: &[u32], k: u32) -> u32 {
+    let per = 1usize << (HIST_BITS - k);
+    hist.chunks(per)
+        .map(|c| c.iter().sum::<u32>())
+        .max()
+        .unwrap_or(0)
+        .max(1)
+}
+
 /// Chooses k for PIR (`build-index --pir`, docs/PROTOCOL.md §10): the
 /// smallest k of at least [`PIR_MIN_BUCKET_BITS`] whose fullest bucket
 /// (from the histogram), with its labels and its Merkle proof, fits in
@@ -82,13 +87,7 @@ pub(crate) fn choose_bucket_bits(hist: &[u32], distinct: u64) -> u32 {
 /// grows with the rows (2^k) faster than an answer with the instances.
 pub(crate) fn choose_pir_bucket_bits(hist: &[u32], label_width: u8) -> u32 {
     for k in PIR_MIN_BUCKET_BITS..=AUTO_MAX_BITS {
-        let per = 1usize << (HIST_BITS - k);
-        let p = hist
-            .chunks(per)
-            .map(|c| c.iter().sum::<u32>())
-            .max()
-            .unwrap_or(0)
-            .max(1);
+        let p = fullest_bucket(hist, k);
         let f = fingerprint_bits_for(p);
         let bits = f64::from(f) - f64::from(p).log2() + 1.5 + 8.0 * f64::from(label_width);
         let row = f64::from(p) * bits / 8.0 + 64.0 + 32.0 * f64::from(k);

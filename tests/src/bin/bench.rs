@@ -221,31 +221,7 @@ fn pir(bin: &Path, dir: &Path, ns: &[u64]) -> String {
         eprintln!("bench: PIR, N = {n}");
         let d = dir.join(format!("pir-{n}"));
         std::fs::create_dir_all(&d).unwrap();
-        let key = d.join("k.key");
-        let ok = |cmd: &mut Command| {
-            let o = cmd.output().unwrap();
-            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        };
-        ok(Command::new(bin.join("breachcheck-server"))
-            .args(["keygen", "--seed", "be0c", "--out"])
-            .arg(&key));
-        let dump = d.join("dump.csv");
-        ok(Command::new(bin.join("breachcheck-server"))
-            .args([
-                "gen-corpus",
-                "--count",
-                &n.to_string(),
-                "--seed",
-                "11",
-                "--out",
-            ])
-            .arg(&dump)
-            .arg("--members")
-            .arg(d.join("members.txt"))
-            .arg("--non-members")
-            .arg(d.join("non.txt"))
-            .arg("--non-member-count")
-            .arg("1000"));
+        let (key, dump) = key_and_corpus(bin, &d, n, 1000);
         let index = d.join("pir.idx");
         let (json, build_wall, _, build_rss) = measure(
             Command::new(bin.join("breachcheck-server"))
@@ -848,16 +824,19 @@ fn measure(cmd: &mut Command) -> (String, f64, f64, f64) {
     (reader.join().unwrap(), wall, cpu, rss)
 }
 
-fn build(r: &mut Report, bin: &Path, dir: &Path, n: u64) {
+/// A key (fixed seed) and a corpus of `n` rows in `dir`, with its members
+/// and `non_members` non-members listed beside it: `(key, dump)`.
+fn key_and_corpus(bin: &Path, dir: &Path, n: u64, non_members: u64) -> (PathBuf, PathBuf) {
+    let ok = |cmd: &mut Command| {
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
     let key = dir.join("k.key");
-    let ok = Command::new(bin.join("breachcheck-server"))
+    ok(Command::new(bin.join("breachcheck-server"))
         .args(["keygen", "--seed", "be0c", "--out"])
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(ok.status.success());
+        .arg(&key));
     let dump = dir.join("dump.csv");
-    let ok = Command::new(bin.join("breachcheck-server"))
+    ok(Command::new(bin.join("breachcheck-server"))
         .args([
             "gen-corpus",
             "--count",
@@ -872,10 +851,12 @@ fn build(r: &mut Report, bin: &Path, dir: &Path, n: u64) {
         .arg("--non-members")
         .arg(dir.join("non.txt"))
         .arg("--non-member-count")
-        .arg("500000")
-        .output()
-        .unwrap();
-    assert!(ok.status.success());
+        .arg(non_members.to_string()));
+    (key, dump)
+}
+
+fn build(r: &mut Report, bin: &Path, dir: &Path, n: u64) {
+    let (key, dump) = key_and_corpus(bin, dir, n, 500_000);
     let (json, _, _, rss) = measure(
         Command::new(bin.join("breachcheck-server"))
             .args(["build-index", "--json", "--breach", "bench", "--key"])
