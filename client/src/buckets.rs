@@ -183,7 +183,7 @@ impl BucketCache {
         j: u32,
         numbers: &[PhoneNumber],
         sent: &SentBits,
-        pir: Option<&dyn PirScheme>,
+        pir: Option<&Arc<dyn PirScheme>>,
     ) -> Result<Fetched> {
         let k = info.bucket_bits;
         let needed: BTreeSet<u32> = numbers.iter().map(|n| bucket_of(n, k)).collect();
@@ -205,10 +205,9 @@ impl BucketCache {
         }
         if let Some(pir) = pir
             && !missing.is_empty()
-            && !whole_index_is_cheaper(info, pir, missing.len())
+            && !whole_index_is_cheaper(info, pir.as_ref(), missing.len())
         {
-            for &b in &missing {
-                let ((payload, proof), p) = fetch_by_pir(rpc, info, pir, b, sent).await?;
+            for (b, (payload, proof), p) in fetch_by_pir(rpc, info, pir, &missing, sent).await? {
                 if let Some(dir) = dir.as_deref() {
                     write_cached(dir, b, &payload, &proof)?;
                 }
@@ -317,31 +316,57 @@ fn whole_index_is_cheaper(info: &IndexInfo, pir: &dyn PirScheme, queries: usize)
 /// A row's payload and proof, as the server would send them.
 type RowParts = (Vec<u8>, Vec<u8>);
 
-/// Fetches bucket `b` by one PIR query and checks the decoded row like a
-/// GetBuckets chunk: zero padding, the Merkle proof to the pinned root,
-/// strict decoding. A server that answered from another row, or with a
-/// tampered one, fails here ([`ClientError::BadBucket`]).
+/// Fetches the `buckets` by one PIR query each and checks every decoded
+/// row like a GetBuckets chunk: zero padding, the Merkle proof to the
+/// pinned root, strict decoding. A server that answered from another row,
+/// or with a tampered one, fails here ([`ClientError::BadBucket`]).
+///
+/// Every query is sent and every answer received before any is decoded, so
+/// a server answering some queries from a modified database learns nothing
+/// from where the client stops: at most whether the check as a whole failed
+/// (docs/SECURITY.md, "PIR mode"). The scheme's work runs on blocking
+/// threads, off the async executor.
 async fn fetch_by_pir(
     rpc: &Rpc,
     info: &IndexInfo,
-    pir: &dyn PirScheme,
-    b: u32,
+    pir: &Arc<dyn PirScheme>,
+    buckets: &BTreeSet<u32>,
     sent: &SentBits,
-) -> Result<(RowParts, Payload)> {
-    let query = pir.query(b)?;
-    sent.pir_queries.fetch_add(1, Ordering::Relaxed);
-    let answer = rpc
-        .pir_query(&info.index_id, &query.keys, &query.query, pir.answer_len())
-        .await?;
-    let row = pir.decode(&query, &answer)?;
-    let (payload, proof) = pir.shape().split(&row).ok_or_else(|| {
-        bad(
-            b,
-            "the PIR answer is not a row of this index (non-zero padding)",
-        )
-    })?;
-    let p = decode(b, payload, proof, info)?;
-    Ok(((payload.to_vec(), proof.to_vec()), p))
+) -> Result<Vec<(u32, RowParts, Payload)>> {
+    let mut pending = Vec::with_capacity(buckets.len());
+    for &b in buckets {
+        let scheme = pir.clone();
+        let mut query = blocking(move || scheme.query(b)).await?;
+        sent.pir_queries.fetch_add(1, Ordering::Relaxed);
+        let answer = rpc
+            .pir_query(&info.index_id, &query.keys, &query.query, pir.answer_len())
+            .await?;
+        // Only the secret is needed to decode.
+        query.keys = Vec::new();
+        query.query = Vec::new();
+        pending.push((b, query, answer));
+    }
+    let mut fetched = Vec::with_capacity(pending.len());
+    for (b, query, answer) in pending {
+        let scheme = pir.clone();
+        let row = blocking(move || scheme.decode(&query, &answer)).await?;
+        let (payload, proof) = pir.shape().split(&row).ok_or_else(|| {
+            bad(
+                b,
+                "the PIR answer is not a row of this index (non-zero padding)",
+            )
+        })?;
+        let p = decode(b, payload, proof, info)?;
+        fetched.push((b, (payload.to_vec(), proof.to_vec()), p));
+    }
+    Ok(fetched)
+}
+
+/// Runs CPU-heavy scheme work on a blocking thread.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ClientError::Pir("a PIR task failed".into()))?
 }
 
 /// Downloads the buckets of `plan`, giving each checked, decoded payload to

@@ -277,7 +277,7 @@ impl Client {
             j,
             numbers,
             &self.inner.sent,
-            pir.as_deref(),
+            pir.as_ref(),
         );
         tokio::pin!(evaluating, fetching);
         // Whichever fails first for good ends the lookup early; an
@@ -333,7 +333,11 @@ impl Client {
             .rpc
             .pir_setup(&info.index_id, max_setup_bytes(info)?)
             .await?;
-        let scheme: Arc<dyn PirScheme> = Arc::new(IpirSp::new(info, &setup)?);
+        let info_owned = info.clone();
+        let scheme = tokio::task::spawn_blocking(move || IpirSp::new(&info_owned, &setup))
+            .await
+            .map_err(|_| crate::ClientError::Pir("a PIR task failed".into()))??;
+        let scheme: Arc<dyn PirScheme> = Arc::new(scheme);
         *slot = Some(scheme.clone());
         Ok(scheme)
     }

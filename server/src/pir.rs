@@ -154,20 +154,21 @@ impl IpirSp {
         let started = Instant::now();
         let profile = profile(&shape)?;
         let rlwe = profile.rlwe();
-        let mut symbols = Vec::with_capacity(shape.rows() * shape.row_symbols());
-        for b in 0..shape.rows() as u32 {
-            let bytes = row(b).ok_or(ServerError::Pir(format!("bucket {b} has no row")))?;
-            if bytes.len() != shape.row_len() {
-                return Err(ServerError::Pir(format!(
-                    "bucket {b}'s row has the wrong length"
-                )));
+        // The rows go to the scheme one at a time (no second copy of the
+        // database): a missing or misshapen row is replaced by zeros and
+        // refused once the scheme has read them all.
+        let bad_row = std::cell::Cell::new(None);
+        let symbols = (0..shape.rows() as u32).flat_map(|b| match row(b) {
+            Some(bytes) if bytes.len() == shape.row_len() => bytes_to_symbols(&bytes),
+            _ => {
+                bad_row.set(bad_row.get().or(Some(b)));
+                vec![0; shape.row_symbols()]
             }
-            symbols.extend(bytes_to_symbols(&bytes));
-        }
+        });
         let built = catch_unwind(AssertUnwindSafe(|| {
             let server = IPIRServer::try_from_profile_with_backend(
                 profile,
-                symbols.into_iter(),
+                symbols,
                 false,
                 false,
                 MatvecBackend::Cpu,
@@ -182,6 +183,11 @@ impl IpirSp {
             Ok::<_, ServerError>((server, pre, published))
         }))
         .map_err(|_| ServerError::Pir("ipir-sp panicked while preprocessing".into()))?;
+        if let Some(b) = bad_row.get() {
+            return Err(ServerError::Pir(format!(
+                "bucket {b} has no row of the right length"
+            )));
+        }
         let (server, pre, published) = built?;
         Ok(IpirSp {
             profile,

@@ -261,6 +261,29 @@ impl Settings {
     ///
     /// [`ServerError::Input`] naming the bad field.
     pub fn resolve(self) -> Result<Config> {
+        // A table that leaves `pir_answers_per_day` out gets its own
+        // table's default, not the API keys' (which a shared serde default
+        // would give every table).
+        let anonymous = self.anonymous.map_or(Quota::anonymous(), |q| {
+            q.with_pir_default(Quota::anonymous().pir_answers_per_day)
+        });
+        let anonymous_total = self.anonymous_total.map_or(anonymous.scaled(100), |q| {
+            q.with_pir_default(anonymous.pir_answers_per_day.saturating_mul(100))
+        });
+        let default_quota = self.default_quota.map_or(Quota::default(), |q| {
+            q.with_pir_default(Quota::default().pir_answers_per_day)
+        });
+        let api_keys = self.api_keys.map(|keys| {
+            keys.into_iter()
+                .map(|mut k| {
+                    k.quota = k
+                        .quota
+                        .map(|q| q.with_pir_default(default_quota.pir_answers_per_day));
+                    k
+                })
+                .collect()
+        });
+        let api_keys = api_keys.unwrap_or_default();
         let d = Config::default();
         let c = Config {
             listen: self.listen.unwrap_or(d.listen),
@@ -331,12 +354,10 @@ impl Settings {
                 .allow_insecure_key_mode
                 .unwrap_or(d.allow_insecure_key_mode),
             quota_store: self.quota.resolve()?,
-            anonymous: self.anonymous.unwrap_or(d.anonymous),
-            anonymous_total: self
-                .anonymous_total
-                .unwrap_or_else(|| self.anonymous.unwrap_or(d.anonymous).scaled(100)),
-            default_quota: self.default_quota.unwrap_or(d.default_quota),
-            api_keys: self.api_keys.unwrap_or(d.api_keys),
+            anonymous,
+            anonymous_total,
+            default_quota,
+            api_keys,
         };
         c.validate()?;
         Ok(c)
@@ -619,8 +640,22 @@ fn default_request_burst() -> u64 {
     DEFAULT_REQUEST_BURST
 }
 
+/// What `pir_answers_per_day` reads as when a table leaves it out, until
+/// [`Settings::resolve`] gives it that table's default.
+const PIR_UNSET: u64 = u64::MAX;
+
 fn default_pir_answers_per_day() -> u64 {
-    Quota::default().pir_answers_per_day
+    PIR_UNSET
+}
+
+impl Quota {
+    /// This quota, with `default` PIR answers a day if its table gave none.
+    fn with_pir_default(mut self, default: u64) -> Quota {
+        if self.pir_answers_per_day == PIR_UNSET {
+            self.pir_answers_per_day = default;
+        }
+        self
+    }
 }
 
 impl Default for Quota {
@@ -1036,5 +1071,24 @@ mod tests {
             c.api_keys[0].token_blake3,
             hex::encode(blake3::hash(token.as_bytes()).as_bytes())
         );
+    }
+
+    #[test]
+    fn each_table_left_without_a_pir_cap_gets_its_own_default() {
+        let q = "elements_per_second = 1e6\nburst = 100000\nelements_per_day = 10\n\
+                 bucket_bytes_per_day = 10\n";
+        let c = Config::from_toml(&format!(
+            "allow_anonymous = true\n[anonymous]\n{q}[default_quota]\n{q}\
+             [[api_keys]]\nname = \"k\"\ntoken_blake3 = \"abababababababababababababababababababababababababababababababab\"\n[api_keys.quota]\n{q}"
+        ))
+        .expect("config");
+        assert_eq!(c.anonymous.pir_answers_per_day, 200);
+        assert_eq!(c.anonymous_total.pir_answers_per_day, 20_000);
+        assert_eq!(c.default_quota.pir_answers_per_day, 10_000);
+        let key = c.api_keys[0].quota.expect("its quota");
+        assert_eq!(key.pir_answers_per_day, 10_000);
+        let c = Config::from_toml(&format!("[anonymous_total]\n{q}pir_answers_per_day = 7\n"))
+            .expect("config");
+        assert_eq!(c.anonymous_total.pir_answers_per_day, 7);
     }
 }

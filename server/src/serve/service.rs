@@ -269,9 +269,17 @@ impl Service {
                 req.query.len()
             )));
         }
+        let slot = state.pir_slot().ok_or(Refusal::QuotaExhausted {
+            what: "PIR answers in flight (server busy)",
+            retry_after: std::time::Duration::from_secs(1),
+        })?;
         state.charge_pir(&caller).await?;
         let started = std::time::Instant::now();
-        let answer = on_pool(move || pir.answer(&req.keys, &req.query)).await?;
+        let answer = on_pool(move || {
+            let _slot = slot;
+            pir.answer(&req.keys, &req.query)
+        })
+        .await?;
         let answer = match answer {
             Ok(a) => a,
             Err(PirError::Invalid(why)) => return Err(Refusal::InvalidPirQuery(why)),

@@ -132,6 +132,7 @@ pub struct AppState {
     config: Config,
     keys: ApiKeys,
     quotas: Arc<dyn QuotaStore>,
+    pir_slots: Arc<tokio::sync::Semaphore>,
     /// The metrics registry.
     pub metrics: Arc<Metrics>,
 }
@@ -161,6 +162,9 @@ impl AppState {
             config,
             keys,
             quotas,
+            pir_slots: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            )),
             metrics: Arc::new(Metrics::default()),
         }
     }
@@ -337,14 +341,26 @@ impl AppState {
         self.charged(caller, r)
     }
 
-    /// Charges one PIR answer to `caller`, likewise.
+    /// Charges one PIR answer to `caller`. Unlike the other charges, an
+    /// anonymous caller's own address is charged before the pool all
+    /// anonymous callers share: an address past its own cap is refused
+    /// there and cannot go on spending the pool (PIR has no refusal at
+    /// admission, before the body is read).
     pub(crate) async fn charge_pir(&self, caller: &Caller) -> Result<(), Refusal> {
+        let r = self.quotas.charge_pir(caller, 1).await;
+        self.charged(caller, r)?;
         if let Some(total) = self.anonymous_total(caller) {
             let r = self.quotas.charge_pir(&total, 1).await;
             self.charged(&total, r)?;
         }
-        let r = self.quotas.charge_pir(caller, 1).await;
-        self.charged(caller, r)
+        Ok(())
+    }
+
+    /// A slot for one PIR answer in flight, or `None` when as many answers
+    /// as the machine has cores are running (each is a pass over the whole
+    /// database: queueing more only delays them all).
+    pub(crate) fn pir_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.pir_slots.clone().try_acquire_owned().ok()
     }
 
     fn charged(&self, caller: &Caller, r: Result<(), QuotaError>) -> Result<(), Refusal> {
