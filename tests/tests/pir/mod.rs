@@ -91,6 +91,29 @@ fn pir_check_through_the_real_binaries() {
             .output()
             .expect("spawn")
     };
+    // An operator mistake: an index built without --pir (2^k buckets with
+    // k < 11) served with --pir. The server refuses it at start, saying
+    // why, within seconds, rather than serving without PIR.
+    let plain = dir.join("plain.idx");
+    ok(Command::new(&server_bin)
+        .args(["build-index", "--breach", "weibo-2020", "--key"])
+        .arg(&key)
+        .arg("--out")
+        .arg(&plain)
+        .arg(&dump));
+    let started = std::time::Instant::now();
+    let refused_serve = Command::new(&server_bin)
+        .args(["serve", "--pir", "--listen", "127.0.0.1:0", "--index"])
+        .arg(&plain)
+        .arg("--key")
+        .arg(&key)
+        .output()
+        .expect("serve");
+    assert_eq!(refused_serve.status.code(), Some(2), "{refused_serve:?}");
+    let err = String::from_utf8_lossy(&refused_serve.stderr);
+    assert!(err.contains("PIR needs at least 2^11"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+
     let refused = build(&[]);
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
