@@ -76,6 +76,9 @@ pub struct IpirSp {
     published: Vec<Vec<u64>>,
     shape: PirShape,
     index_id: Vec<u8>,
+    /// Bytes of an honest answer, and of keys, query and answer together.
+    answer_len: usize,
+    exchange_len: usize,
 }
 
 impl fmt::Debug for IpirSp {
@@ -167,6 +170,8 @@ impl IpirSp {
             published,
             shape,
             index_id: info.index_id.clone(),
+            answer_len,
+            exchange_len: keys_len + query_len + answer_len,
         })
     }
 }
@@ -181,15 +186,11 @@ impl PirScheme for IpirSp {
     }
 
     fn answer_len(&self) -> usize {
-        self.shape.instances
-            * response_body_len(self.client.rlwe_params().d, self.client.params().q_prime_1)
+        self.answer_len
     }
 
     fn exchange_len(&self) -> usize {
-        let (rlwe, ypir) = (self.client.rlwe_params(), self.client.params());
-        serialized_packing_keys_len(rlwe)
-            + (ypir.db_rows * ypir.query_bits).div_ceil(8)
-            + self.answer_len()
+        self.exchange_len
     }
 
     fn query(&self, row: u32) -> Result<PirQuery> {

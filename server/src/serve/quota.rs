@@ -439,29 +439,36 @@ impl MemoryQuotas {
     }
 
     fn bytes(&self, caller: &Caller, bytes: u64) -> Result<(), Exhausted> {
-        let q = caller.quota;
-        self.with_state(caller, |st, to_midnight| {
-            if st.bytes_today.saturating_add(bytes) > q.bytes_per_day {
-                return Err(Exhausted {
-                    limit: "daily bucket download cap",
-                    retry_after: to_midnight,
-                });
-            }
-            st.bytes_today += bytes;
-            Ok(())
+        let cap = caller.quota.bytes_per_day;
+        self.daily(caller, bytes, cap, "daily bucket download cap", |st| {
+            &mut st.bytes_today
         })
     }
 
     fn pir(&self, caller: &Caller, n: u64) -> Result<(), Exhausted> {
-        let q = caller.quota;
+        let cap = caller.quota.pir_per_day;
+        self.daily(caller, n, cap, PIR_CAP, |st| &mut st.pir_today)
+    }
+
+    /// Charges `n` to the daily counter `counter` picks, capped at `cap`
+    /// (refused as `limit`, charging nothing, until the next UTC day).
+    fn daily(
+        &self,
+        caller: &Caller,
+        n: u64,
+        cap: u64,
+        limit: &'static str,
+        counter: fn(&mut KeyState) -> &mut u64,
+    ) -> Result<(), Exhausted> {
         self.with_state(caller, |st, to_midnight| {
-            if st.pir_today.saturating_add(n) > q.pir_per_day {
+            let today = counter(st);
+            if today.saturating_add(n) > cap {
                 return Err(Exhausted {
-                    limit: PIR_CAP,
+                    limit,
                     retry_after: to_midnight,
                 });
             }
-            st.pir_today += n;
+            *today += n;
             Ok(())
         })
     }

@@ -255,19 +255,15 @@ impl Service {
         let req = req.into_inner();
         state.check_index_id(&served, &req.index_id)?;
         let pir = served.pir.clone().ok_or(Refusal::PirOff)?;
-        if req.keys.len() != pir.keys_len() {
-            return Err(Refusal::InvalidPirQuery(format!(
-                "keys must be {} bytes, got {}",
-                pir.keys_len(),
-                req.keys.len()
-            )));
-        }
-        if req.query.len() != pir.query_len() {
-            return Err(Refusal::InvalidPirQuery(format!(
-                "query must be {} bytes, got {}",
-                pir.query_len(),
-                req.query.len()
-            )));
+        for (what, got, want) in [
+            ("keys", req.keys.len(), pir.keys_len()),
+            ("query", req.query.len(), pir.query_len()),
+        ] {
+            if got != want {
+                return Err(Refusal::InvalidPirQuery(format!(
+                    "{what} must be {want} bytes, got {got}"
+                )));
+            }
         }
         let slot = state.pir_slot().ok_or(Refusal::QuotaExhausted {
             what: "PIR answers in flight (server busy)",

@@ -320,7 +320,7 @@ fn pir(bin: &Path, dir: &Path, ns: &[u64]) -> String {
         let _ = writeln!(
             rows,
             "| {} | {} | 2^{} × {} | {} | {:.0} s, {:.0} MB | {:.2} s | {:+.0} MB | {} | {} | {} | {:.1} + {:.1} ms | {:.1} ms | {:.2} ms ({:.1}×) | {:.1} ms | {:.2} ms |",
-            fmt_count(n),
+            breachcheck_client::human_count(n as f64),
             human_bytes(file_size),
             shape.bucket_bits,
             shape.instances,
@@ -375,7 +375,7 @@ fn pir(bin: &Path, dir: &Path, ns: &[u64]) -> String {
              **{:.2} s an answer** on this 2-core machine, against a target of ≤ 2× a pass \
              ({:.2} s). The pass scales with memory bandwidth and cores (the kernel is split by \
              rows); this CPU has no AVX-512, so ipir-sp runs its portable kernel.\n\n",
-            fmt_count(n),
+            breachcheck_client::human_count(n as f64),
             human_bytes(db538 as u64),
             pass538,
             bw / 1e9,
@@ -399,11 +399,6 @@ fn pir(bin: &Path, dir: &Path, ns: &[u64]) -> String {
         ns.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
         bw / 1e9,
     )
-}
-
-/// A count with thousands separators.
-fn fmt_count(n: u64) -> String {
-    breachcheck_client::human_count(n as f64)
 }
 
 /// The web page (`serve --web`) over the index in `dir`, in headless
