@@ -67,7 +67,7 @@ pub use index::progress::ProgressMode;
 pub use index::reader::Index;
 pub use index::spill::remove_temporaries_on_interrupt;
 pub use key::{InsecureKeyMode, key_from_seed, keygen, load_key, load_key_with, save_key};
-pub use pir::{IPIR_SP_SCHEME, IpirSp, PirEngine, PirError, PirTiming};
+pub use pir::{IPIR_SP_SCHEME, IpirSp, PirEngine, PirError, PirTiming, PreprocessingTiming};
 pub use serve::config::{
     ApiKeyEntry, Config, DEFAULT_MAX_BATCH, DEFAULT_MAX_CONCURRENT_STREAMS,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PREFIXES, DEFAULT_QUOTA_KEY_PREFIX, DEFAULT_QUOTA_TIMEOUT,

@@ -94,8 +94,30 @@ pub struct IpirSp {
     pre: Vec<QueryPackPreprocessed<'static>>,
     published: Vec<u8>,
     shape: PirShape,
-    /// How long the preprocessing took.
-    pub preprocessing: Duration,
+    /// How long the preprocessing took, by phase.
+    pub preprocessing: PreprocessingTiming,
+}
+
+/// Where the time of one index version's preprocessing went
+/// (docs/PROTOCOL.md §10.3).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PreprocessingTiming {
+    /// Reading every row into the scheme's database layout.
+    pub database: Duration,
+    /// The hint: the database times the public setup's matrix, a pass of
+    /// `d` multiply-adds per database symbol. It depends on every row.
+    pub hint: Duration,
+    /// The packing tables derived from the hint (so from every row too),
+    /// and the public data.
+    pub packing_tables: Duration,
+}
+
+impl PreprocessingTiming {
+    /// All phases together.
+    #[must_use]
+    pub fn total(&self) -> Duration {
+        self.database + self.hint + self.packing_tables
+    }
 }
 
 impl fmt::Debug for IpirSp {
@@ -151,7 +173,8 @@ impl IpirSp {
         index_id: &[u8],
         row: impl Fn(u32) -> Option<Vec<u8>>,
     ) -> Result<Self> {
-        let started = Instant::now();
+        let mut timing = PreprocessingTiming::default();
+        let mut started = Instant::now();
         let profile = profile(&shape)?;
         let rlwe = profile.rlwe();
         // The rows go to the scheme one at a time (no second copy of the
@@ -174,9 +197,11 @@ impl IpirSp {
                 MatvecBackend::Cpu,
             )
             .map_err(|e| ServerError::Pir(format!("ipir-sp database: {e}")))?;
+            timing.database = lap(&mut started);
             let setup = IPIRClient::new(profile)
                 .generate_public_query_setup_simplepir_from_seed(pir_setup_seed(index_id));
             let offline = server.perform_offline_precomputation_simplepir(rlwe, setup.polys());
+            timing.hint = lap(&mut started);
             let pre = build_pack_preprocessed_blocks(rlwe, &offline.crs_blocks)
                 .map_err(|e| ServerError::Pir(format!("ipir-sp preprocessing: {e}")))?;
             let published = published_c1_rows(&pre, rlwe.q);
@@ -189,16 +214,48 @@ impl IpirSp {
             )));
         }
         let (server, pre, published) = built?;
+        let top = TopKeyImages::build(rlwe);
+        timing.packing_tables = lap(&mut started);
         Ok(IpirSp {
             profile,
             server,
-            top: TopKeyImages::build(rlwe),
+            top,
             pre,
             published,
             shape,
-            preprocessing: started.elapsed(),
+            preprocessing: timing,
         })
     }
+
+    /// Bytes of the hint (one `d × d` block of 64-bit coefficients per
+    /// instance): what a build-time sidecar holding the hint would store.
+    #[must_use]
+    pub fn hint_bytes(&self) -> usize {
+        let d = self.profile.rlwe().d;
+        self.shape.instances * d * d * 8
+    }
+
+    /// Bytes of the packing tables held in memory: what a build-time
+    /// sidecar holding them would store.
+    #[must_use]
+    pub fn packing_tables_bytes(&self) -> usize {
+        self.pre
+            .iter()
+            .map(|p| {
+                p.collapse_a_final_ntt.data.len()
+                    + p.digits_ntt.iter().map(|m| m.data.len()).sum::<usize>()
+            })
+            .sum::<usize>()
+            * 8
+    }
+}
+
+/// The time since `*since`, restarting it.
+fn lap(since: &mut Instant) -> Duration {
+    let now = Instant::now();
+    let d = now - *since;
+    *since = now;
+    d
 }
 
 impl PirEngine for IpirSp {

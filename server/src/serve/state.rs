@@ -98,7 +98,10 @@ impl Served {
             instances = shape.instances,
             database_bytes = engine.database_bytes(),
             public_data_bytes = engine.public_data().len(),
-            preprocessing_ms = engine.preprocessing.as_millis() as u64,
+            preprocessing_ms = engine.preprocessing.total().as_millis() as u64,
+            database_ms = engine.preprocessing.database.as_millis() as u64,
+            hint_ms = engine.preprocessing.hint.as_millis() as u64,
+            packing_tables_ms = engine.preprocessing.packing_tables.as_millis() as u64,
             "PIR database preprocessed"
         );
         self.pir = Some(Arc::new(engine));

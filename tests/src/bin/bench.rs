@@ -9,7 +9,10 @@
 //!
 //! Flags: `--n ROWS` (default 1,000,000), `--quick` (N = 200,000, no
 //! 1M-number check), `--out PATH`; `--browser` (that section alone);
-//! `--pir N,N,...` (the PIR section alone, an index built per N).
+//! `--pir N,N,...` (the PIR section alone, an index built per N);
+//! `--pir-shape K:I,K:I,...` (PIR at fixed shapes of 2^K rows of I
+//! instances, synthetic rows, no index build and no other binary needed:
+//! the "PIR at fixed shapes" section).
 
 // A benchmark aborts on any failure; there is no caller to hand an error to.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -46,6 +49,26 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("docs/BENCHMARKS.md"));
 
+    if let Some(shapes) = flag("--pir-shape") {
+        // PIR at fixed shapes: in process only, so it runs where no cargo is.
+        let shapes: Vec<(u32, usize)> = shapes
+            .split(',')
+            .map(|v| {
+                let (k, i) = v.split_once(':').expect("--pir-shape K:I");
+                (k.parse().expect("K"), i.parse().expect("I"))
+            })
+            .collect();
+        let section = pir_shapes(&shapes);
+        let old = std::fs::read_to_string(&out).unwrap_or_default();
+        std::fs::write(
+            &out,
+            with_named_section(&old, "## PIR at fixed shapes", &section),
+        )
+        .expect("write report");
+        println!("{section}");
+        eprintln!("bench: wrote the fixed-shape PIR section of {}", out.display());
+        return;
+    }
     eprintln!("bench: building the release binaries");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let st = Command::new(cargo)
@@ -399,6 +422,219 @@ fn pir(bin: &Path, dir: &Path, ns: &[u64]) -> String {
         ns.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
         bw / 1e9,
     )
+}
+
+/// PIR at fixed shapes (#15): for each `(k, instances)`, a database of
+/// `2^k` synthetic rows of `instances` × 3,584 B (random bytes, as the
+/// index's rows look), preprocessed by the server's engine with the time of
+/// each phase; the build-time sidecar's I/O measured on a file of the
+/// hint's exact size (written and synced, evicted from the page cache, read
+/// back); then answers on all cores against one read pass at the bandwidth
+/// measured in the same run, every decoded row compared with the row put
+/// in. Returns the report section.
+fn pir_shapes(shapes: &[(u32, usize)]) -> String {
+    use breachcheck_client::pir::{IpirSp as ClientPir, PirScheme};
+    use breachcheck_proto::pb::{IndexInfo, PirSetup};
+    use breachcheck_proto::{MERKLE_HASH_LEN, PIR_INSTANCE_BYTES, PirShape};
+    use breachcheck_server::{IpirSp, PirEngine};
+
+    const ROUNDS: usize = 9;
+    eprintln!("bench: memory bandwidth");
+    let bw = memory_bandwidth();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let dir = std::env::temp_dir().join(format!("breachcheck-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut rows = String::new();
+    let mut sidecar = String::new();
+    for &(k, instances) in shapes {
+        eprintln!("bench: PIR at 2^{k} rows × {instances} instances");
+        let payload_len = (instances * PIR_INSTANCE_BYTES - MERKLE_HASH_LEN * k as usize) as u32;
+        let shape = PirShape::new(k, payload_len).expect("a PIR shape");
+        assert_eq!(shape.instances, instances);
+        let index_id: [u8; 32] = rand::random();
+        let seed: [u8; 32] = rand::random();
+        let row_of = |b: u32| {
+            let mut row = vec![0u8; shape.row_len()];
+            blake3::Hasher::new_keyed(&seed)
+                .update(&b.to_le_bytes())
+                .finalize_xof()
+                .fill(&mut row);
+            row
+        };
+        let rss0 = self_rss_mb();
+        let engine = IpirSp::new(shape, &index_id, |b| Some(row_of(b))).unwrap();
+        let pre_mb = self_rss_mb() - rss0;
+        let t = engine.preprocessing;
+
+        // A sidecar a build would write, then the load would read back:
+        // either the hint or the packing tables derived from it.
+        let hint_bytes = engine.hint_bytes();
+        let tables_bytes = engine.packing_tables_bytes();
+        let (hint_write, hint_read, hint_cold) = sidecar_io(&dir, hint_bytes);
+        let (tables_write, tables_read, tables_cold) = sidecar_io(&dir, tables_bytes);
+
+        // Answers, decoded by the client and compared with the rows put in.
+        let info = IndexInfo {
+            index_id: index_id.to_vec(),
+            bucket_bits: k,
+            payload_len,
+            ..IndexInfo::default()
+        };
+        let setup = PirSetup {
+            index_id: index_id.to_vec(),
+            scheme: engine.scheme().into(),
+            rows: shape.rows() as u32,
+            instances: shape.instances as u32,
+            public_data: engine.public_data().to_vec(),
+            keys_len: engine.keys_len() as u32,
+            query_len: engine.query_len() as u32,
+            answer_len: engine.answer_len() as u32,
+        };
+        let client = ClientPir::new(&info, &setup).unwrap();
+        let (mut q_ms, mut s_ms, mut d_ms, mut pass_ms_v, mut pack_ms_v) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut up, mut down) = (0, 0);
+        for i in 0..ROUNDS + 2 {
+            let b = rand::random::<u32>() % shape.rows() as u32;
+            let started = Instant::now();
+            let q = client.query(b).unwrap();
+            let q_t = started.elapsed().as_secs_f64() * 1e3;
+            let started = Instant::now();
+            let (answer, timing) = engine.answer_timed(&q.keys, &q.query).unwrap();
+            let s_t = started.elapsed().as_secs_f64() * 1e3;
+            let started = Instant::now();
+            let row = client.decode(&q, &answer).unwrap();
+            let d_t = started.elapsed().as_secs_f64() * 1e3;
+            assert!(row == row_of(b), "a decoded row differs from the row put in");
+            up = q.keys.len() + q.query.len();
+            down = answer.len();
+            if i >= 2 {
+                q_ms.push(q_t);
+                s_ms.push(s_t);
+                d_ms.push(d_t);
+                pass_ms_v.push(timing.database_pass.as_secs_f64() * 1e3);
+                pack_ms_v.push(timing.packing.as_secs_f64() * 1e3);
+            }
+        }
+        let (q, srv, dec) = (median(&mut q_ms), median(&mut s_ms), median(&mut d_ms));
+        let (mv, pack) = (median(&mut pass_ms_v), median(&mut pack_ms_v));
+        let db = engine.database_bytes() as f64;
+        let pass_ms = db / bw * 1e3;
+        let _ = writeln!(
+            rows,
+            "| 2^{k} × {instances} | {} | {:.1} s | {:.1} + {:.1} + {:.1} s | {:+.0} MB | {} | {} | {} | {:.1} + {:.1} ms | **{:.1} ms** | {:.1} ms ({:.1}×) | {:.1} ms | {:.1} ms | **{:.1}×** |",
+            human_bytes(db as u64),
+            t.total().as_secs_f64(),
+            t.database.as_secs_f64(),
+            t.hint.as_secs_f64(),
+            t.packing_tables.as_secs_f64(),
+            pre_mb,
+            human_bytes(setup.public_data.len() as u64),
+            human_bytes(up as u64),
+            human_bytes(down as u64),
+            q,
+            dec,
+            srv,
+            mv,
+            mv / pass_ms,
+            pack,
+            pass_ms,
+            srv / pass_ms,
+        );
+        let (db_s, tables_s) = (t.database.as_secs_f64(), t.packing_tables.as_secs_f64());
+        let cold = |c: bool| if c { "" } else { " (page cache)" };
+        let _ = writeln!(
+            sidecar,
+            "| 2^{k} × {instances} | {:.1} s | {} written {:.2} s, read {:.2} s{} | **{:.1} s** | {} written {:.2} s, read {:.2} s{} | **{:.1} s** |",
+            t.total().as_secs_f64(),
+            human_bytes(hint_bytes as u64),
+            hint_write,
+            hint_read,
+            cold(hint_cold),
+            db_s + hint_read + tables_s,
+            human_bytes(tables_bytes as u64),
+            tables_write,
+            tables_read,
+            cold(tables_cold),
+            db_s + tables_read,
+        );
+        drop(engine);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!(
+        "## PIR at fixed shapes\n\n\
+         `bench --pir-shape {}` on {cores} cores ({cpu}; the PIR kernel: {}), ipir-sp 0.1.0-rc.8, \
+         memory bandwidth measured in the same run: **{:.1} GB/s**. Synthetic rows (random bytes), \
+         no index: the shapes an index of a given size gets (2^17 × 5 is the 538M shape). \
+         Medians of {ROUNDS} answers, each decoded by the client and compared with its row.\n\n\
+         | rows × instances | PIR database | preprocessing | of which database + hint + packing tables | its memory | public data | up | down | client (query + decode) | server answer | of which DB pass (× read pass) | of which packing | one read pass | answer ÷ read pass |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n{rows}\n\
+         Preprocessing at load against a sidecar written at build time. The hint and the packing \
+         tables both depend on every row; a sidecar could hold the hint (the load still derives \
+         the tables) or the tables themselves (the load only reads the rows and the file). Each \
+         sidecar's I/O is measured on a file of its exact size, written and synced at build, \
+         evicted from the page cache, then read back; the load time with it is the measured \
+         phases it keeps plus that read.\n\n\
+         | rows × instances | preprocessing at load | sidecar of the hint | load with it | sidecar of the packing tables | load with it |\n\
+         |---|---|---|---|---|---|\n{sidecar}",
+        shapes
+            .iter()
+            .map(|(k, i)| format!("{k}:{i}"))
+            .collect::<Vec<_>>()
+            .join(","),
+        if std::is_x86_feature_detected!("avx512f") {
+            "AVX-512"
+        } else {
+            "portable (no AVX-512)"
+        },
+        bw / 1e9,
+    )
+}
+
+/// Writes and syncs a file of `bytes` in `dir`, evicts it from the page
+/// cache and reads it back: (write s, read s, whether it was evicted).
+fn sidecar_io(dir: &Path, bytes: usize) -> (f64, f64, bool) {
+    use std::io::Read as _;
+    let file = dir.join("sidecar");
+    let chunk = vec![0x5au8; 1 << 20];
+    let started = Instant::now();
+    {
+        let mut f = std::fs::File::create(&file).unwrap();
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            f.write_all(&chunk[..n]).unwrap();
+            left -= n;
+        }
+        f.sync_all().unwrap();
+    }
+    let write_s = started.elapsed().as_secs_f64();
+    let evicted = rustix::fs::fadvise(
+        std::fs::File::open(&file).unwrap(),
+        0,
+        None,
+        rustix::fs::Advice::DontNeed,
+    )
+    .is_ok();
+    let started = Instant::now();
+    let mut back = Vec::with_capacity(bytes);
+    std::fs::File::open(&file)
+        .unwrap()
+        .read_to_end(&mut back)
+        .unwrap();
+    let read_s = started.elapsed().as_secs_f64();
+    assert_eq!(back.len(), bytes);
+    let _ = std::fs::remove_file(&file);
+    (write_s, read_s, evicted)
 }
 
 /// The web page (`serve --web`) over the index in `dir`, in headless
