@@ -30,13 +30,47 @@ pub struct H2 {
     pub conn: JoinHandle<Result<(), h2::Error>>,
 }
 
+/// The loopback address attackers connect from: not the legitimate
+/// clients' 127.0.0.1, as an attacker on a network has an address of its
+/// own (the server cools a source down, not every client).
+pub const ATTACKER_SOURCE: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 2);
+
+/// A TCP connection to `addr` from [`ATTACKER_SOURCE`] (from any address
+/// when `addr` is not IPv4 loopback).
+///
+/// # Errors
+///
+/// The bind or the connect failed.
+pub async fn attacker_tcp(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    match addr {
+        SocketAddr::V4(v4) if v4.ip().is_loopback() => {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::from((ATTACKER_SOURCE, 0)))?;
+            socket.connect(addr).await
+        }
+        _ => TcpStream::connect(addr).await,
+    }
+}
+
 /// Opens an HTTP/2 connection to `addr` (plaintext, prior knowledge).
 ///
 /// # Errors
 ///
 /// The TCP connect or the HTTP/2 handshake failed.
 pub async fn h2_connect(addr: SocketAddr) -> anyhow::Result<H2> {
-    let tcp = TcpStream::connect(addr).await?;
+    h2_over(TcpStream::connect(addr).await?).await
+}
+
+/// As [`h2_connect`], from [`ATTACKER_SOURCE`].
+///
+/// # Errors
+///
+/// The TCP connect or the HTTP/2 handshake failed.
+pub async fn attacker_h2(addr: SocketAddr) -> anyhow::Result<H2> {
+    h2_over(attacker_tcp(addr).await?).await
+}
+
+async fn h2_over(tcp: TcpStream) -> anyhow::Result<H2> {
     let _ = tcp.set_nodelay(true);
     let (send, conn) = h2::client::handshake(tcp).await?;
     let conn = tokio::spawn(conn);

@@ -10,7 +10,9 @@
 //! phase, and every wait has a limit. Loopback only.
 //!
 //! The attacks, each on its own API key so quota refusals of one do not
-//! touch the legitimate key:
+//! touch the legitimate key, and all from their own loopback address
+//! ([`raw::ATTACKER_SOURCE`], 127.0.0.2; the legitimate clients connect from
+//! 127.0.0.1), so that what the server does to an abusive source is seen:
 //!
 //! * `half_open`: rounds of `half_open_streams` Evaluate streams without a
 //!   key (headers and 5 bytes of a frame, never ended), spread over as many
@@ -614,6 +616,7 @@ pub fn run(opts: &SoakOptions) -> anyhow::Result<SoakReport> {
                 && (l.starts_with("breachcheck_refusals_total")
                     || l.starts_with("breachcheck_connections")
                     || l.starts_with("breachcheck_accept_errors_total")
+                    || l.starts_with("breachcheck_source_cooldowns_total")
                     || l.starts_with("breachcheck_requests_total")
                     || l.starts_with("breachcheck_quota_rejections_total"))
         })
@@ -806,8 +809,11 @@ async fn half_open(
             let n = PER_CONN.min(streams - c * PER_CONN);
             tasks.push(tokio::spawn(async move {
                 let mut s = AttackStats::default();
-                let Ok(h2) = raw::h2_connect(addr).await else {
-                    s.count("connect_failed");
+                let Ok(h2) = raw::attacker_h2(addr).await else {
+                    // Closed before HTTP/2 (the source is cooling down):
+                    // none of its streams could be sent.
+                    s.attempts += n as u64;
+                    *s.outcomes.entry("closed_before_http2".into()).or_default() += n as u64;
                     return s;
                 };
                 let mut pending = Vec::with_capacity(n);
@@ -852,7 +858,7 @@ async fn idle_sockets(addr: SocketAddr, n: usize, deadline: tokio::time::Instant
             let mut first = true;
             while first || tokio::time::Instant::now() < deadline {
                 s.attempts += 1;
-                let Ok(mut tcp) = TcpStream::connect(addr).await else {
+                let Ok(mut tcp) = raw::attacker_tcp(addr).await else {
                     s.count("connect_failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     first = false;
@@ -898,7 +904,7 @@ async fn flood(
             let mut s = AttackStats::default();
             let t = token(token_name);
             while tokio::time::Instant::now() < deadline {
-                let Ok(h2) = raw::h2_connect(addr).await else {
+                let Ok(h2) = raw::attacker_h2(addr).await else {
                     s.count("connect_failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
@@ -953,7 +959,7 @@ async fn spent_key(
     batch: Vec<Vec<u8>>,
     deadline: tokio::time::Instant,
 ) -> AttackStats {
-    if let Ok(h2) = raw::h2_connect(addr).await {
+    if let Ok(h2) = raw::attacker_h2(addr).await {
         let one = evaluate(batch.iter().take(1).cloned().collect());
         let _ = raw::unary(&h2.send, raw::EVALUATE, Some(&token("spent")), &one).await;
         h2.conn.abort();
@@ -974,7 +980,7 @@ async fn malformed(addr: SocketAddr, deadline: tokio::time::Instant) -> AttackSt
     let junk: Vec<u8> = vec![0x0f; 64];
     let mut stats = flood(addr, raw::EVALUATE, "junk", Arc::new(junk), 2, deadline).await;
     // And one round of truncated frames: a 100-byte frame with 10 bytes.
-    if let Ok(h2) = raw::h2_connect(addr).await {
+    if let Ok(h2) = raw::attacker_h2(addr).await {
         for _ in 0..20 {
             stats.attempts += 1;
             let Ok(mut ready) = h2.send.clone().ready().await else {
@@ -1013,7 +1019,7 @@ async fn slow_readers(addr: SocketAddr, deadline: tokio::time::Instant) -> Attac
     let mut held = Vec::new();
     let mut conns = Vec::new();
     for _ in 0..4 {
-        let Ok(tcp) = TcpStream::connect(addr).await else {
+        let Ok(tcp) = raw::attacker_tcp(addr).await else {
             stats.count("connect_failed");
             continue;
         };
@@ -1071,7 +1077,7 @@ async fn dropped(addr: SocketAddr, deadline: tokio::time::Instant) -> AttackStat
     let t = token("drop");
     while tokio::time::Instant::now() < deadline {
         stats.attempts += 1;
-        let Ok(h2) = raw::h2_connect(addr).await else {
+        let Ok(h2) = raw::attacker_h2(addr).await else {
             stats.count("connect_failed");
             continue;
         };
@@ -1096,7 +1102,7 @@ async fn garbage(addr: SocketAddr, deadline: tokio::time::Instant) -> AttackStat
     while tokio::time::Instant::now() < deadline {
         i += 1;
         stats.attempts += 1;
-        let Ok(mut tcp) = TcpStream::connect(addr).await else {
+        let Ok(mut tcp) = raw::attacker_tcp(addr).await else {
             stats.count("connect_failed");
             continue;
         };

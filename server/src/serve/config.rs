@@ -119,6 +119,11 @@ pub struct Settings {
     /// Seconds from a request's headers to its answer (default 60).
     #[arg(long, env = "BREACHCHECK_REQUEST_TIMEOUT_SECS")]
     pub request_timeout_secs: Option<f64>,
+    /// Seconds a source (IPv4 address or IPv6 /64) has its new connections
+    /// closed at accept after one of its connections spent its refusal
+    /// budget without a valid API key; 0: never (default 10).
+    #[arg(long, env = "BREACHCHECK_SOURCE_COOLDOWN_SECS")]
+    pub source_cooldown_secs: Option<f64>,
     /// Seconds between HTTP/2 keepalive pings (default 30).
     #[arg(long, env = "BREACHCHECK_KEEPALIVE_INTERVAL_SECS")]
     pub keepalive_interval_secs: Option<f64>,
@@ -207,6 +212,7 @@ impl Settings {
                 .request_body_timeout_secs
                 .or(lower.request_body_timeout_secs),
             request_timeout_secs: self.request_timeout_secs.or(lower.request_timeout_secs),
+            source_cooldown_secs: self.source_cooldown_secs.or(lower.source_cooldown_secs),
             keepalive_interval_secs: self
                 .keepalive_interval_secs
                 .or(lower.keepalive_interval_secs),
@@ -316,6 +322,10 @@ impl Settings {
                 self.request_timeout_secs,
                 d.request_timeout,
             )?,
+            source_cooldown: match self.source_cooldown_secs {
+                Some(v) if v == 0.0 => Duration::ZERO,
+                v => secs("source_cooldown_secs", v, d.source_cooldown)?,
+            },
             keepalive_interval: secs(
                 "keepalive_interval_secs",
                 self.keepalive_interval_secs,
@@ -422,6 +432,10 @@ pub struct Config {
     /// How long a keepalive ping may go unanswered before the connection is
     /// closed.
     pub keepalive_timeout: Duration,
+    /// How long a source's new connections are closed at accept after one
+    /// of its connections spent its refusal budget without a valid API key
+    /// (zero: never). Trusted proxies are never cooled.
+    pub source_cooldown: Duration,
     /// Age after which a connection is sent GOAWAY.
     pub max_connection_age: Duration,
     /// How long an aged connection may finish its calls before it is closed.
@@ -707,6 +721,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(120),
             request_body_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
+            source_cooldown: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
             max_connection_age: Duration::from_secs(600),

@@ -163,7 +163,7 @@ where
                 Err(r) => {
                     // Redis down is not the caller's doing.
                     if let (Some(c), false) = (&refusals, matches!(r, Refusal::QuotaUnavailable)) {
-                        c.refused();
+                        c.refused(matches!(r, Refusal::MissingApiKey | Refusal::InvalidApiKey));
                     }
                     return Ok(track(refuse(&metrics, r), in_flight));
                 }
@@ -180,7 +180,7 @@ where
                 && answer_code(resp.headers()) == tonic::Code::Internal
             {
                 if let Some(c) = &refusals {
-                    c.refused();
+                    c.refused(false);
                 }
                 refuse(&metrics, Refusal::MalformedRequest)
             } else {

@@ -46,6 +46,8 @@ pub struct Metrics {
     connections_closed: AtomicU64,
     connections_accepted: AtomicU64,
     connections_refused: AtomicU64,
+    connections_cooled: AtomicU64,
+    cooldowns_started: AtomicU64,
     connections_timed_out: Mutex<BTreeMap<&'static str, u64>>,
     accept_errors: AtomicU64,
 }
@@ -150,6 +152,16 @@ impl Metrics {
     /// Counts a connection closed at accept because `max_connections` were open.
     pub(crate) fn connection_refused(&self) {
         self.connections_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection closed at accept: its source is cooling down.
+    pub(crate) fn connection_cooled(&self) {
+        self.connections_cooled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a source put to cool down.
+    pub(crate) fn cooldown_started(&self) {
+        self.cooldowns_started.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a connection closed by its handshake or idle deadline.
@@ -303,6 +315,18 @@ impl Metrics {
                 "counter",
                 "gRPC connections closed at accept: max_connections were open.",
                 self.connections_refused.load(Ordering::Relaxed),
+            ),
+            (
+                "breachcheck_connections_cooled_total",
+                "counter",
+                "gRPC connections closed at accept: their source is cooling down after a connection of its spent its refusal budget without an API key.",
+                self.connections_cooled.load(Ordering::Relaxed),
+            ),
+            (
+                "breachcheck_source_cooldowns_total",
+                "counter",
+                "Sources put to cool down (source_cooldown_secs).",
+                self.cooldowns_started.load(Ordering::Relaxed),
             ),
             (
                 "breachcheck_accept_errors_total",

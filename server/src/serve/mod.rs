@@ -51,7 +51,7 @@ use crate::serve::config::Config;
 use crate::serve::guard::GuardLayer;
 use crate::serve::metrics::{MetricsLayer, serve_metrics};
 use crate::serve::net::{
-    ConnLimits, Incoming, connection_cap, raise_nofile_limit, trim_after_churn,
+    ConnLimits, Cooldowns, Incoming, connection_cap, raise_nofile_limit, trim_after_churn,
 };
 use crate::serve::service::Service;
 use crate::serve::state::{AppState, Served};
@@ -155,7 +155,12 @@ pub async fn serve(
     };
     let cap = connection_cap(config.max_connections);
     let trimmer = tokio::spawn(trim_after_churn(metrics.clone()));
-    let incoming = Incoming::new(listener, cap, limits, metrics);
+    let cooldowns = Arc::new(Cooldowns::new(
+        config.source_cooldown,
+        config.trusted_proxies.clone(),
+        metrics.clone(),
+    ));
+    let incoming = Incoming::new(listener, cap, limits, cooldowns, metrics);
     let served = router
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;

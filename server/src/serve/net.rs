@@ -14,6 +14,11 @@
 //!   deadline is looked at whenever the socket runs dry.
 //!   The guard layer tells it when requests start and end, through the
 //!   [`ConnInfo`] tonic puts in every request's extensions.
+//! * [`Cooldowns`]: a source (IPv4 address or IPv6 /64) one of whose
+//!   connections spent its refusal budget on calls without a valid API key
+//!   has its new connections closed at accept for `source_cooldown`, before
+//!   any TLS or HTTP/2 work. Trusted proxies are never cooled (the client
+//!   behind them is only known from a header).
 //! * [`raise_nofile_limit`] lifts the soft descriptor limit to the hard one,
 //!   and [`connection_cap`] keeps `max_connections` below what is left.
 //! * [`trim_after_churn`] hands freed heap back to the system after
@@ -21,8 +26,9 @@
 //!   30,000 refused half-open streams left RSS 50 MB above its start after
 //!   every connection had closed; `malloc_trim(0)` brought it back to +3 MB).
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,6 +42,7 @@ use tokio::time::{Instant, Sleep};
 use tonic::transport::server::Connected;
 
 use crate::serve::metrics::Metrics;
+use crate::serve::source::{Cidr, source_key};
 
 /// Descriptors kept free beyond the connection cap: the listeners, the index
 /// map, the metrics endpoint, logs, the runtime's own.
@@ -48,6 +55,68 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 const WARN_EVERY: Duration = Duration::from_secs(10);
 /// Connections handled in one poll before yielding to the runtime.
 const ACCEPT_BUDGET: usize = 64;
+
+/// Sources cooling down at most at once: past it, expired ones are dropped
+/// and, if none has expired, a new source is not cooled (memory stays
+/// bounded whatever the number of attacking addresses).
+const MAX_COOLDOWNS: usize = 65_536;
+
+/// Sources whose new connections are closed at accept for a while: those one
+/// of whose connections spent its [`REFUSAL_BUDGET`] on calls without a
+/// valid API key (docs/SECURITY.md, "What the server withstands").
+#[derive(Debug)]
+pub(crate) struct Cooldowns {
+    period: Duration,
+    exempt: Vec<Cidr>,
+    until: Mutex<HashMap<IpAddr, Instant>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Cooldowns {
+    /// Cool-downs of `period` (zero: none), never for a peer in `exempt`
+    /// (the trusted proxies).
+    pub(crate) fn new(period: Duration, exempt: Vec<Cidr>, metrics: Arc<Metrics>) -> Self {
+        Cooldowns {
+            period,
+            exempt,
+            until: Mutex::new(HashMap::new()),
+            metrics,
+        }
+    }
+
+    /// Whether connections from `ip` are closed at accept now.
+    pub(crate) fn holds(&self, ip: IpAddr) -> bool {
+        if self.period.is_zero() {
+            return false;
+        }
+        let key = source_key(ip);
+        let mut until = self.until.lock().unwrap_or_else(|e| e.into_inner());
+        match until.get(&key) {
+            Some(&t) if t > Instant::now() => true,
+            Some(_) => {
+                until.remove(&key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Cools `ip`'s source down for the period from now.
+    pub(crate) fn start(&self, ip: IpAddr) {
+        if self.period.is_zero() || self.exempt.iter().any(|c| c.contains(ip)) {
+            return;
+        }
+        let now = Instant::now();
+        let mut until = self.until.lock().unwrap_or_else(|e| e.into_inner());
+        if until.len() >= MAX_COOLDOWNS {
+            until.retain(|_, t| *t > now);
+        }
+        if until.len() < MAX_COOLDOWNS {
+            until.insert(source_key(ip), now + self.period);
+            self.metrics.cooldown_started();
+        }
+    }
+}
 
 /// How long a connection may go without a request in flight.
 #[derive(Debug, Clone, Copy)]
@@ -65,6 +134,7 @@ pub(crate) struct Incoming {
     listener: TcpListener,
     slots: Arc<Semaphore>,
     limits: ConnLimits,
+    cooldowns: Arc<Cooldowns>,
     metrics: Arc<Metrics>,
     backoff: Option<Pin<Box<Sleep>>>,
     delay: Duration,
@@ -73,17 +143,20 @@ pub(crate) struct Incoming {
 }
 
 impl Incoming {
-    /// Accepts from `listener`, at most `max_connections` open at once.
+    /// Accepts from `listener`, at most `max_connections` open at once, none
+    /// from a source `cooldowns` holds.
     pub(crate) fn new(
         listener: TcpListener,
         max_connections: usize,
         limits: ConnLimits,
+        cooldowns: Arc<Cooldowns>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Incoming {
             listener,
             slots: Arc::new(Semaphore::new(max_connections)),
             limits,
+            cooldowns,
             metrics,
             backoff: None,
             delay: Duration::ZERO,
@@ -140,6 +213,12 @@ impl tokio_stream::Stream for Incoming {
             match ready!(this.listener.poll_accept(cx)) {
                 Ok((io, peer)) => {
                     this.delay = Duration::ZERO;
+                    if this.cooldowns.holds(peer.ip()) {
+                        // No TLS, no HTTP/2: the source spent its chance.
+                        this.metrics.connection_cooled();
+                        drop(io);
+                        continue;
+                    }
                     let Ok(permit) = this.slots.clone().try_acquire_owned() else {
                         // Full: close it now rather than let it wait.
                         this.metrics.connection_refused();
@@ -148,7 +227,14 @@ impl tokio_stream::Stream for Incoming {
                     };
                     // Small gRPC messages must not wait for Nagle.
                     let _ = io.set_nodelay(true);
-                    let conn = Conn::new(io, peer, permit, this.limits, this.metrics.clone());
+                    let conn = Conn::new(
+                        io,
+                        peer,
+                        permit,
+                        this.limits,
+                        this.cooldowns.clone(),
+                        this.metrics.clone(),
+                    );
                     return Poll::Ready(Some(Ok(conn)));
                 }
                 Err(e) if is_per_connection(&e) => continue,
@@ -177,6 +263,8 @@ pub(crate) struct ConnState {
     reader: Mutex<Option<Waker>>,
     /// Calls refused at admission on this connection.
     refused: AtomicU32,
+    /// Of those, refused for want of a valid API key.
+    unauthenticated: AtomicU32,
 }
 
 /// Calls a connection may have refused at admission (no or a bad key, a
@@ -218,6 +306,7 @@ impl ConnState {
             idle_since: Mutex::new(Instant::now()),
             reader: Mutex::new(None),
             refused: AtomicU32::new(0),
+            unauthenticated: AtomicU32::new(0),
         }
     }
 
@@ -267,9 +356,13 @@ pub(crate) struct ConnInfo {
 }
 
 impl ConnInfo {
-    /// Counts a call refused at admission; the one that spends the
-    /// [`REFUSAL_BUDGET`] wakes the connection task, which then closes it.
-    pub(crate) fn refused(&self) {
+    /// Counts a call refused at admission (`unauthenticated`: for want of a
+    /// valid API key); the one that spends the [`REFUSAL_BUDGET`] wakes the
+    /// connection task, which then closes it.
+    pub(crate) fn refused(&self, unauthenticated: bool) {
+        if unauthenticated {
+            self.state.unauthenticated.fetch_add(1, Ordering::SeqCst);
+        }
         if self.state.refused.fetch_add(1, Ordering::SeqCst) + 1 == REFUSAL_BUDGET {
             let waker = self
                 .state
@@ -325,6 +418,7 @@ pub(crate) struct Conn {
     /// Whether the last read returned bytes (see `poll_read`).
     fresh: bool,
     expired: bool,
+    cooldowns: Arc<Cooldowns>,
     slot: Slot,
 }
 
@@ -334,6 +428,7 @@ impl Conn {
         peer: SocketAddr,
         permit: OwnedSemaphorePermit,
         limits: ConnLimits,
+        cooldowns: Arc<Cooldowns>,
         metrics: Arc<Metrics>,
     ) -> Self {
         metrics.connection_opened();
@@ -346,6 +441,7 @@ impl Conn {
             timer: Box::pin(tokio::time::sleep_until(first)),
             fresh: false,
             expired: false,
+            cooldowns,
             slot: Slot {
                 _permit: permit,
                 metrics,
@@ -358,6 +454,13 @@ impl Conn {
             self.expired = true;
             self.slot.metrics.connection_timed_out(why);
             tracing::debug!(peer = ?self.remote, phase = why.name(), "closing a connection (its deadline passed or its refusals are spent)");
+            // A budget spent on calls without a valid key: the source cools down.
+            if why == Expiry::Refusals
+                && self.state.unauthenticated.load(Ordering::SeqCst) >= REFUSAL_BUDGET
+                && let Some(peer) = self.remote
+            {
+                self.cooldowns.start(peer.ip());
+            }
         }
         Poll::Ready(Err(io::Error::new(
             io::ErrorKind::TimedOut,
@@ -576,6 +679,33 @@ pub(crate) fn connection_cap(max_connections: u32) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A cooled source is held for the period, per IPv4 address or IPv6
+    /// /64, never when it is a trusted proxy or the period is zero.
+    #[tokio::test(start_paused = true)]
+    async fn cooldowns_hold_a_source_for_the_period_only() {
+        let metrics = Arc::new(Metrics::default());
+        let proxy = Cidr::parse("10.0.0.0/8").expect("cidr");
+        let c = Cooldowns::new(Duration::from_secs(10), vec![proxy], metrics.clone());
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        c.start(ip("192.0.2.1"));
+        c.start(ip("2001:db8:1:2::7"));
+        c.start(ip("10.1.2.3"));
+        assert!(c.holds(ip("192.0.2.1")));
+        assert!(
+            c.holds(ip("::ffff:192.0.2.1")),
+            "IPv4-mapped is the same source"
+        );
+        assert!(!c.holds(ip("192.0.2.2")));
+        assert!(c.holds(ip("2001:db8:1:2::99")), "same /64");
+        assert!(!c.holds(ip("2001:db8:1:3::7")));
+        assert!(!c.holds(ip("10.1.2.3")), "a trusted proxy is never cooled");
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(!c.holds(ip("192.0.2.1")), "the cool-down ended");
+        let off = Cooldowns::new(Duration::ZERO, vec![], metrics);
+        off.start(ip("192.0.2.1"));
+        assert!(!off.holds(ip("192.0.2.1")));
+    }
 
     fn limits() -> ConnLimits {
         ConnLimits {

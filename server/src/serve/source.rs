@@ -158,13 +158,21 @@ fn forwarded_for(v: &str) -> Option<IpAddr> {
 /// The quota subject of an anonymous caller at `ip`: the IPv4 address, or
 /// the IPv6 /64.
 pub(crate) fn quota_subject(ip: IpAddr) -> String {
+    match source_key(ip) {
+        IpAddr::V6(net) => format!("{net}/64"),
+        v4 => v4.to_string(),
+    }
+}
+
+/// The source `ip` counts as: the IPv4 address (also when IPv4-mapped), or
+/// the IPv6 /64 with its host bits zero.
+pub(crate) fn source_key(ip: IpAddr) -> IpAddr {
     match canonical(ip) {
-        IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => {
             let s = v6.segments();
-            let net = Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
-            format!("{net}/64")
+            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
         }
+        v4 => v4,
     }
 }
 

@@ -66,7 +66,10 @@ fn main() {
         )
         .expect("write report");
         println!("{section}");
-        eprintln!("bench: wrote the fixed-shape PIR section of {}", out.display());
+        eprintln!(
+            "bench: wrote the fixed-shape PIR section of {}",
+            out.display()
+        );
         return;
     }
     eprintln!("bench: building the release binaries");
@@ -96,7 +99,7 @@ fn main() {
         let section = pir(&bin, &dir, &ns);
         let _ = std::fs::remove_dir_all(&dir);
         let old = std::fs::read_to_string(&out).unwrap_or_default();
-        std::fs::write(&out, with_named_section(&old, "## PIR", &section)).expect("write report");
+        std::fs::write(&out, with_named_section(&old, "## PIR (", &section)).expect("write report");
         println!("{section}");
         eprintln!("bench: wrote the PIR section of {}", out.display());
         return;
@@ -140,19 +143,18 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     let mut text = r.render(n);
     text.push_str(&browser_section);
-    // The PIR section (`--pir`, run separately: its builds take long) is kept.
-    if let Some(old) = std::fs::read_to_string(&out).ok()
-        && let Some(i) = old.find("\n## PIR")
-    {
-        let end = old[i + 1..].find("\n## ").map_or(old.len(), |j| i + 1 + j);
-        text.push_str(&format!("\n{}\n", old[i + 1..end].trim_end()));
+    // The PIR sections (`--pir`, `--pir-shape`, run separately: they take
+    // long) are kept.
+    let old = std::fs::read_to_string(&out).unwrap_or_default();
+    for heading in ["\n## PIR (", "\n## PIR at fixed shapes"] {
+        if let Some(i) = old.find(heading) {
+            let end = old[i + 1..].find("\n## ").map_or(old.len(), |j| i + 1 + j);
+            text.push_str(&format!("\n{}\n", old[i + 1..end].trim_end()));
+        }
     }
     // The abuse soak's section (`--bin soak`, run separately) is kept.
-    if let Some(i) = std::fs::read_to_string(&out)
-        .ok()
-        .and_then(|old| old.find("\n## Abuse soak").map(|i| old[i..].to_owned()))
-    {
-        text.push_str(&i);
+    if let Some(i) = old.find("\n## Abuse soak") {
+        text.push_str(&old[i..]);
     }
     std::fs::write(&out, &text).expect("write report");
     println!("{text}");
@@ -505,7 +507,10 @@ fn pir_shapes(shapes: &[(u32, usize)]) -> String {
             let started = Instant::now();
             let row = client.decode(&q, &answer).unwrap();
             let d_t = started.elapsed().as_secs_f64() * 1e3;
-            assert!(row == row_of(b), "a decoded row differs from the row put in");
+            assert!(
+                row == row_of(b),
+                "a decoded row differs from the row put in"
+            );
             up = q.keys.len() + q.query.len();
             down = answer.len();
             if i >= 2 {

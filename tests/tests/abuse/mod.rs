@@ -111,7 +111,9 @@ async fn regression_10_settings_cap_streams_per_connection() {
 /// honest calls ~0.45 s behind it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regression_10_half_open_streams_without_a_key_are_refused_from_their_headers() {
-    let (server, _) = server_with(roomy(), |_| {}).await;
+    // The budget itself: no cool-down, so the second connection is served
+    // (the next test covers the cool-down).
+    let (server, _) = server_with(roomy(), |c| c.source_cooldown = Duration::ZERO).await;
     let mut held = Vec::new();
     for _ in 0..2 {
         let h2 = raw::h2_connect(server.addr).await.expect("h2");
@@ -162,6 +164,56 @@ async fn regression_10_half_open_streams_without_a_key_are_refused_from_their_he
     );
     assert!(m.contains("breachcheck_in_flight_requests 0"), "{m}");
     drop(held);
+    server.stop().await;
+}
+
+/// See: #10 (row 1). A source one of whose connections spent its refusal
+/// budget on calls without a key has its next connections closed at accept
+/// (no HTTP/2, no TLS) for `source_cooldown`, while other sources are
+/// served as before, and once the cool-down ends it is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_10_a_source_that_spends_its_refusals_without_a_key_cools_down() {
+    let (server, token) = server_with(roomy(), |c| {
+        c.source_cooldown = Duration::from_secs(2);
+    })
+    .await;
+    let info = GetIndexInfoRequest {}.encode_to_vec();
+    let one = evaluate_message(valid_elements(1));
+    // 32 Evaluate calls without a key from the attacker's address spend the
+    // budget.
+    let h2 = raw::attacker_h2(server.addr).await.expect("h2");
+    for _ in 0..32 {
+        match raw::unary(&h2.send, EVALUATE, None, &one).await {
+            Ok((code, _)) => assert_eq!(code, UNAUTHENTICATED),
+            Err(_) => break,
+        }
+    }
+    let closed = tokio::time::timeout(GUARD, h2.conn).await;
+    assert!(closed.is_ok(), "the server closed the spent connection");
+    // The source's next connection is closed before any HTTP/2.
+    let mut tcp = raw::attacker_tcp(server.addr).await.expect("tcp");
+    let (closed, bytes) = raw::until_closed(&mut tcp, GUARD).await;
+    assert!(closed && bytes == 0, "closed at accept, {bytes} bytes read");
+    // Even with a key: the connection is gone before HTTP/2.
+    if let Ok(h2) = raw::attacker_h2(server.addr).await {
+        let answer = raw::unary(&h2.send, GET_INDEX_INFO, Some(&token), &info).await;
+        assert!(answer.is_err(), "answered while cooling down: {answer:?}");
+    }
+    assert!(counter(&server, "breachcheck_connections_cooled_total") >= 2);
+    assert_eq!(counter(&server, "breachcheck_source_cooldowns_total"), 1);
+    // Another source (127.0.0.1) is served meanwhile, with its key.
+    let h2 = raw::h2_connect(server.addr).await.expect("h2");
+    let (code, _) = raw::unary(&h2.send, GET_INDEX_INFO, Some(&token), &info)
+        .await
+        .expect("answered");
+    assert_eq!(code, 0);
+    // After the cool-down the source is served again.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let h2 = raw::attacker_h2(server.addr).await.expect("served again");
+    let (code, _) = raw::unary(&h2.send, GET_INDEX_INFO, Some(&token), &info)
+        .await
+        .expect("answered");
+    assert_eq!(code, 0);
     server.stop().await;
 }
 
@@ -709,9 +761,10 @@ fn soak_under_every_attack_keeps_legitimate_calls_and_memory() {
     // ...or its connection closed after `REFUSAL_BUDGET` refusals (the
     // streams queued behind them reset, or not even opened).
     assert!(
-        half.outcomes
-            .keys()
-            .all(|k| k == "Unauthenticated" || k.starts_with("reset") || k == "stream_failed"),
+        half.outcomes.keys().all(|k| k == "Unauthenticated"
+            || k.starts_with("reset")
+            || k == "stream_failed"
+            || k == "closed_before_http2"),
         "{half:?}"
     );
     let idle = &report.attacks["idle_sockets"];

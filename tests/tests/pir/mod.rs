@@ -420,3 +420,26 @@ fn a_pir_row_holds_the_payload_and_the_proof() {
         &h.bucket_root
     ));
 }
+
+/// Preprocessing reports each phase, and the sizes a build-time sidecar
+/// would have (docs/PROTOCOL.md §10, the decision against one): the hint
+/// is one 2,048 × 2,048 block of 64-bit words per instance, the packing
+/// tables derived from it are larger still.
+#[test]
+fn preprocessing_is_timed_by_phase_and_sized() {
+    let f = pir_fixture();
+    let s = Served::load(&f.index, &f.key).expect("load");
+    let h = s.index.header();
+    let shape = PirShape::new(h.bucket_bits, h.payload_len).expect("shape");
+    let engine =
+        IpirSp::new(shape, s.index.index_id(), |b| honest_row(&s, shape, b)).expect("engine");
+    let t = engine.preprocessing;
+    assert!(!t.hint.is_zero() && !t.packing_tables.is_zero(), "{t:?}");
+    assert_eq!(t.total(), t.database + t.hint + t.packing_tables);
+    assert_eq!(engine.hint_bytes(), shape.instances * 2048 * 2048 * 8);
+    assert!(
+        engine.packing_tables_bytes() > engine.hint_bytes(),
+        "{} tables bytes",
+        engine.packing_tables_bytes()
+    );
+}
