@@ -323,7 +323,7 @@ impl Settings {
                 d.request_timeout,
             )?,
             source_cooldown: match self.source_cooldown_secs {
-                Some(v) if v == 0.0 => Duration::ZERO,
+                Some(0.0) => Duration::ZERO,
                 v => secs("source_cooldown_secs", v, d.source_cooldown)?,
             },
             keepalive_interval: secs(
@@ -977,6 +977,27 @@ mod tests {
         assert!(e.to_string().contains("max_batch"), "{e}");
         let e = flags(&["--tls-cert", "c.pem"]).resolve().unwrap_err();
         assert!(e.to_string().contains("tls_key"), "{e}");
+    }
+
+    /// The source cool-down: 10 s by default, 0 turns it off, and otherwise
+    /// the same bounds as every other duration.
+    #[test]
+    fn the_source_cooldown_defaults_to_10_s_and_0_turns_it_off() {
+        assert_eq!(Config::default().source_cooldown, Duration::from_secs(10));
+        let off = Settings::from_toml("source_cooldown_secs = 0\n")
+            .expect("file")
+            .resolve()
+            .expect("resolve");
+        assert_eq!(off.source_cooldown, Duration::ZERO);
+        let c = flags(&["--source-cooldown-secs", "2.5"])
+            .resolve()
+            .expect("resolve");
+        assert_eq!(c.source_cooldown, Duration::from_millis(2500));
+        for bad in ["-1", "nan", "100000"] {
+            let flag = format!("--source-cooldown-secs={bad}");
+            let e = flags(&[flag.as_str()]).resolve().unwrap_err();
+            assert!(e.to_string().contains("source_cooldown_secs"), "{bad}: {e}");
+        }
     }
 
     #[test]
