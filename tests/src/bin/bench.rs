@@ -229,7 +229,7 @@ fn median(v: &mut [f64]) -> f64 {
 /// each way and the client's CPU per lookup; every decoded row verified
 /// against the index's bucket root. Returns the report section.
 fn pir(bin: &Path, dir: &Path, ns: &[u64]) -> String {
-    use breachcheck_client::pir::{IpirSp as ClientPir, PirScheme};
+    use breachcheck_client::pir::IpirSp as ClientPir;
     use breachcheck_proto::pb::breach_check_server::BreachCheck;
     use breachcheck_proto::pb::{GetIndexInfoRequest, GetPirSetupRequest};
     use breachcheck_server::{AppState, Config, Quota, Served, Service};
@@ -310,36 +310,22 @@ fn pir(bin: &Path, dir: &Path, ns: &[u64]) -> String {
                 breachcheck_client::checks::bucket_of(&p, shape.bucket_bits)
             })
             .collect();
-        let (mut q_ms, mut s_ms, mut d_ms) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut pass_ms_v, mut pack_ms_v) = (Vec::new(), Vec::new());
-        let (mut up, mut down) = (0, 0);
-        for (i, &b) in buckets.iter().enumerate() {
-            let t = Instant::now();
-            let q = client.query(b).unwrap();
-            let q_t = t.elapsed().as_secs_f64() * 1e3;
-            let t = Instant::now();
-            let (answer, timing) = engine.answer_timed(&q.keys, &q.query).unwrap();
-            let s_t = t.elapsed().as_secs_f64() * 1e3;
-            let t = Instant::now();
-            let row = client.decode(&q, &answer).unwrap();
-            let d_t = t.elapsed().as_secs_f64() * 1e3;
-            let (payload, proof) = shape.split(&row).expect("a row of the index");
+        let l = lookups(&client, engine.as_ref(), buckets, |b, row| {
+            let (payload, proof) = shape.split(row).expect("a row of the index");
             assert!(
                 proto::verify_bucket(b, payload, proof, shape.bucket_bits, &root),
                 "a decoded row failed its proof"
             );
-            up = q.keys.len() + q.query.len();
-            down = answer.len();
-            if i >= 2 {
-                q_ms.push(q_t);
-                s_ms.push(s_t);
-                d_ms.push(d_t);
-                pass_ms_v.push(timing.database_pass.as_secs_f64() * 1e3);
-                pack_ms_v.push(timing.packing.as_secs_f64() * 1e3);
-            }
-        }
-        let (q, srv, dec) = (median(&mut q_ms), median(&mut s_ms), median(&mut d_ms));
-        let (mv, pack) = (median(&mut pass_ms_v), median(&mut pack_ms_v));
+        });
+        let (q, srv, dec, mv, pack, up, down) = (
+            l.query_ms,
+            l.server_ms,
+            l.decode_ms,
+            l.pass_ms,
+            l.packing_ms,
+            l.up,
+            l.down,
+        );
         let db = engine.database_bytes() as f64;
         let pass_ms = db / bw * 1e3;
         let _ = writeln!(
@@ -435,7 +421,7 @@ fn pir(bin: &Path, dir: &Path, ns: &[u64]) -> String {
 /// measured in the same run, every decoded row compared with the row put
 /// in. Returns the report section.
 fn pir_shapes(shapes: &[(u32, usize)]) -> String {
-    use breachcheck_client::pir::{IpirSp as ClientPir, PirScheme};
+    use breachcheck_client::pir::IpirSp as ClientPir;
     use breachcheck_proto::pb::{IndexInfo, PirSetup};
     use breachcheck_proto::{MERKLE_HASH_LEN, PIR_INSTANCE_BYTES, PirShape};
     use breachcheck_server::{IpirSp, PirEngine};
@@ -493,36 +479,22 @@ fn pir_shapes(shapes: &[(u32, usize)]) -> String {
             answer_len: engine.answer_len() as u32,
         };
         let client = ClientPir::new(&info, &setup).unwrap();
-        let (mut q_ms, mut s_ms, mut d_ms, mut pass_ms_v, mut pack_ms_v) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let (mut up, mut down) = (0, 0);
-        for i in 0..ROUNDS + 2 {
-            let b = rand::random::<u32>() % shape.rows() as u32;
-            let started = Instant::now();
-            let q = client.query(b).unwrap();
-            let q_t = started.elapsed().as_secs_f64() * 1e3;
-            let started = Instant::now();
-            let (answer, timing) = engine.answer_timed(&q.keys, &q.query).unwrap();
-            let s_t = started.elapsed().as_secs_f64() * 1e3;
-            let started = Instant::now();
-            let row = client.decode(&q, &answer).unwrap();
-            let d_t = started.elapsed().as_secs_f64() * 1e3;
+        let picks = (0..ROUNDS + 2).map(|_| rand::random::<u32>() % shape.rows() as u32);
+        let l = lookups(&client, &engine, picks.collect(), |b, row| {
             assert!(
                 row == row_of(b),
                 "a decoded row differs from the row put in"
             );
-            up = q.keys.len() + q.query.len();
-            down = answer.len();
-            if i >= 2 {
-                q_ms.push(q_t);
-                s_ms.push(s_t);
-                d_ms.push(d_t);
-                pass_ms_v.push(timing.database_pass.as_secs_f64() * 1e3);
-                pack_ms_v.push(timing.packing.as_secs_f64() * 1e3);
-            }
-        }
-        let (q, srv, dec) = (median(&mut q_ms), median(&mut s_ms), median(&mut d_ms));
-        let (mv, pack) = (median(&mut pass_ms_v), median(&mut pack_ms_v));
+        });
+        let (q, srv, dec, mv, pack, up, down) = (
+            l.query_ms,
+            l.server_ms,
+            l.decode_ms,
+            l.pass_ms,
+            l.packing_ms,
+            l.up,
+            l.down,
+        );
         let db = engine.database_bytes() as f64;
         let pass_ms = db / bw * 1e3;
         let _ = writeln!(
@@ -603,6 +575,68 @@ fn pir_shapes(shapes: &[(u32, usize)]) -> String {
         },
         bw / 1e9,
     )
+}
+
+/// One PIR lookup's figures: medians in ms, and bytes each way.
+struct Lookups {
+    query_ms: f64,
+    server_ms: f64,
+    decode_ms: f64,
+    pass_ms: f64,
+    packing_ms: f64,
+    up: usize,
+    down: usize,
+}
+
+/// Looks up each row of `rows` (the first two warm up): the client's query,
+/// the server's answer, the client's decode, each decoded row handed to
+/// `check`; the medians of the rest.
+fn lookups(
+    client: &breachcheck_client::pir::IpirSp,
+    engine: &dyn breachcheck_server::PirEngine,
+    rows: Vec<u32>,
+    check: impl Fn(u32, &[u8]),
+) -> Lookups {
+    use breachcheck_client::pir::PirScheme;
+    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+    let mut v: [Vec<f64>; 5] = Default::default();
+    let (mut up, mut down) = (0, 0);
+    for (i, &b) in rows.iter().enumerate() {
+        let t = Instant::now();
+        let q = client.query(b).unwrap();
+        let q_t = ms(t);
+        let t = Instant::now();
+        let (answer, timing) = engine.answer_timed(&q.keys, &q.query).unwrap();
+        let s_t = ms(t);
+        let t = Instant::now();
+        let row = client.decode(&q, &answer).unwrap();
+        let d_t = ms(t);
+        check(b, &row);
+        up = q.keys.len() + q.query.len();
+        down = answer.len();
+        if i >= 2 {
+            let parts = [
+                q_t,
+                s_t,
+                d_t,
+                timing.database_pass.as_secs_f64() * 1e3,
+                timing.packing.as_secs_f64() * 1e3,
+            ];
+            for (v, x) in v.iter_mut().zip(parts) {
+                v.push(x);
+            }
+        }
+    }
+    let [q, s, d, p, k] = v.map(|mut v| median(&mut v));
+    Lookups {
+        query_ms: q,
+        server_ms: s,
+        decode_ms: d,
+        pass_ms: p,
+        packing_ms: k,
+        up,
+        down,
+    }
 }
 
 /// Writes and syncs a file of `bytes` in `dir`, evicts it from the page
