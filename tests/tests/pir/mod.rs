@@ -281,11 +281,14 @@ fn honest_row(s: &Served, shape: PirShape, b: u32) -> Option<Vec<u8>> {
 }
 
 /// A server answering PIR from another row, a tampered row, or with
-/// garbage is an error on the client, never "not found".
+/// garbage is an error on the client, never "not found": in the SDK, and
+/// through the real CLI (`check --pir`), which exits 2 in bounded time and
+/// memory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lying_pir_server_is_an_error_never_not_found() {
     let f = pir_fixture();
     let honest = Service::new(pir_served_state(open_config()));
+    let mut peaks = Vec::new();
     for lie in [PirLie::OtherRow, PirLie::TamperedRow, PirLie::Garbage] {
         let liar = match lie {
             PirLie::OtherRow => {
@@ -313,8 +316,12 @@ async fn a_lying_pir_server_is_an_error_never_not_found() {
             Err(ClientError::BadBucket { .. }) | Err(ClientError::Pir(_)) => {}
             other => panic!("{lie:?}: {other:?}"),
         }
+        let numbers = [f.members[0].clone(), f.non_members[0].clone()];
+        let out = cli_fails_bounded(server.url(), &["--pir"], &numbers, 256).await;
+        peaks.push((lie, out.peak_kib, out.wall));
         server.stop().await;
     }
+    eprintln!("CLI check --pir against PIR liars, peak RSS KiB and wall time: {peaks:?}");
 }
 
 /// Malformed PIR queries are INVALID_ARGUMENT before any work; a server

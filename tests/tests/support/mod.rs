@@ -500,6 +500,44 @@ pub async fn run_cli(args: Vec<String>) -> Measured {
     .expect("join")
 }
 
+/// The CLI's `check` (with `extra` flags) against `url` with short
+/// timeouts: exit 2, in bounded time and memory, no panic and no "not
+/// found". Returns the run.
+pub async fn cli_fails_bounded(
+    url: String,
+    extra: &[&str],
+    numbers: &[String],
+    max_peak_mib: u64,
+) -> Measured {
+    let mut args = vec![
+        "check".to_owned(),
+        "--server".into(),
+        url,
+        "--timeout".into(),
+        "3".into(),
+        "--idle-timeout".into(),
+        "0.5".into(),
+    ];
+    args.extend(extra.iter().map(|e| (*e).to_owned()));
+    args.extend(numbers.iter().cloned());
+    let out = run_cli(args).await;
+    assert_eq!(out.code(), Some(2), "{}\n{}", out.stdout(), out.stderr());
+    assert!(
+        out.wall < std::time::Duration::from_secs(60),
+        "{:?}",
+        out.wall
+    );
+    assert!(
+        out.peak_kib < max_peak_mib << 10,
+        "peak RSS {} KiB\n{}",
+        out.peak_kib,
+        out.stderr()
+    );
+    assert!(!out.stderr().contains("panicked"), "{}", out.stderr());
+    assert!(!out.stdout().contains("not found"), "{}", out.stdout());
+    out
+}
+
 /// A Golomb bit stream of sorted `values` with parameter `m`, written by
 /// hand from docs/PROTOCOL.md §4 (so a forged payload can pair any count
 /// with any parameter).
