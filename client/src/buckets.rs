@@ -53,6 +53,7 @@ use crate::checks::{Answer, PrefixPlan, bad, bucket_of, decode};
 use crate::error::{ClientError, Result};
 use crate::pir::PirScheme;
 use crate::rpc::Rpc;
+use crate::task::blocking;
 
 /// Prefixes per GetBuckets request.
 const PREFIXES_PER_REQUEST: usize = 1024;
@@ -336,7 +337,7 @@ async fn fetch_by_pir(
     let mut pending = Vec::with_capacity(buckets.len());
     for &b in buckets {
         let scheme = pir.clone();
-        let mut query = blocking(move || scheme.query(b)).await?;
+        let mut query = blocking("pir query", move || scheme.query(b)).await??;
         sent.pir_queries.fetch_add(1, Ordering::Relaxed);
         let answer = rpc
             .pir_query(&info.index_id, &query.keys, &query.query, pir.answer_len())
@@ -349,7 +350,7 @@ async fn fetch_by_pir(
     let mut fetched = Vec::with_capacity(pending.len());
     for (b, query, answer) in pending {
         let scheme = pir.clone();
-        let row = blocking(move || scheme.decode(&query, &answer)).await?;
+        let row = blocking("pir decode", move || scheme.decode(&query, &answer)).await??;
         let (payload, proof) = pir.shape().split(&row).ok_or_else(|| {
             bad(
                 b,
@@ -360,13 +361,6 @@ async fn fetch_by_pir(
         fetched.push((b, (payload.to_vec(), proof.to_vec()), p));
     }
     Ok(fetched)
-}
-
-/// Runs CPU-heavy scheme work on a blocking thread.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| ClientError::Pir("a PIR task failed".into()))?
 }
 
 /// Downloads the buckets of `plan`, giving each checked, decoded payload to

@@ -16,7 +16,7 @@ use crate::evaluate::Evaluator;
 use crate::pace::Pacer;
 use crate::pir::{IpirSp, PirScheme, max_setup_bytes};
 use crate::rpc::Rpc;
-use crate::task::Incomplete;
+use crate::task::{Incomplete, blocking};
 use crate::trust::{Trust, TrustFile};
 use crate::{BreachRef, CheckResult, IndexInfo, STREAM_CHUNK};
 
@@ -334,9 +334,7 @@ impl Client {
             .pir_setup(&info.index_id, max_setup_bytes(info)?)
             .await?;
         let info_owned = info.clone();
-        let scheme = tokio::task::spawn_blocking(move || IpirSp::new(&info_owned, &setup))
-            .await
-            .map_err(|_| crate::ClientError::Pir("a PIR task failed".into()))??;
+        let scheme = blocking("pir setup", move || IpirSp::new(&info_owned, &setup)).await??;
         let scheme: Arc<dyn PirScheme> = Arc::new(scheme);
         *slot = Some(scheme.clone());
         Ok(scheme)

@@ -310,22 +310,21 @@ fn pir(bin: &Path, dir: &Path, ns: &[u64]) -> String {
                 breachcheck_client::checks::bucket_of(&p, shape.bucket_bits)
             })
             .collect();
-        let l = lookups(&client, engine.as_ref(), buckets, |b, row| {
+        let Lookups {
+            query_ms: q,
+            server_ms: srv,
+            decode_ms: dec,
+            pass_ms: mv,
+            packing_ms: pack,
+            up,
+            down,
+        } = lookups(&client, engine.as_ref(), buckets, |b, row| {
             let (payload, proof) = shape.split(row).expect("a row of the index");
             assert!(
                 proto::verify_bucket(b, payload, proof, shape.bucket_bits, &root),
                 "a decoded row failed its proof"
             );
         });
-        let (q, srv, dec, mv, pack, up, down) = (
-            l.query_ms,
-            l.server_ms,
-            l.decode_ms,
-            l.pass_ms,
-            l.packing_ms,
-            l.up,
-            l.down,
-        );
         let db = engine.database_bytes() as f64;
         let pass_ms = db / bw * 1e3;
         let _ = writeln!(
@@ -480,21 +479,20 @@ fn pir_shapes(shapes: &[(u32, usize)]) -> String {
         };
         let client = ClientPir::new(&info, &setup).unwrap();
         let picks = (0..ROUNDS + 2).map(|_| rand::random::<u32>() % shape.rows() as u32);
-        let l = lookups(&client, &engine, picks.collect(), |b, row| {
+        let Lookups {
+            query_ms: q,
+            server_ms: srv,
+            decode_ms: dec,
+            pass_ms: mv,
+            packing_ms: pack,
+            up,
+            down,
+        } = lookups(&client, &engine, picks.collect(), |b, row| {
             assert!(
                 row == row_of(b),
                 "a decoded row differs from the row put in"
             );
         });
-        let (q, srv, dec, mv, pack, up, down) = (
-            l.query_ms,
-            l.server_ms,
-            l.decode_ms,
-            l.pass_ms,
-            l.packing_ms,
-            l.up,
-            l.down,
-        );
         let db = engine.database_bytes() as f64;
         let pass_ms = db / bw * 1e3;
         let _ = writeln!(
