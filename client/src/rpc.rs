@@ -592,12 +592,15 @@ fn timed_out_here(s: &Status) -> bool {
     s.source().is_some_and(|e| e.is::<TimedOut>())
 }
 
-/// Whether a retry can help: UNAVAILABLE, or an UNKNOWN or INTERNAL status
-/// that tonic made here from a broken connection (see the module docs).
+/// Whether a retry can help: UNAVAILABLE, or an UNKNOWN, INTERNAL or
+/// CANCELLED status that tonic made here from a broken connection (see the
+/// module docs). CANCELLED is what a call sent just as the server closed
+/// the connection gets (hyper's "connection closed" before any answer), as
+/// when the server restarts: the call never ran there.
 fn is_transient(s: &Status) -> bool {
     match s.code() {
         Code::Unavailable => true,
-        Code::Unknown | Code::Internal => from_broken_connection(s),
+        Code::Unknown | Code::Internal | Code::Cancelled => from_broken_connection(s),
         _ => false,
     }
 }
@@ -761,6 +764,12 @@ mod tests {
         let mut s = Status::internal("stream ended");
         s.set_source(std::sync::Arc::new(std::io::Error::other("reset")));
         assert!(is_transient(&s));
+        // A call caught by the server closing the connection (a restart).
+        let mut s = Status::cancelled("operation was canceled");
+        s.set_source(std::sync::Arc::new(std::io::Error::other("closed")));
+        assert!(is_transient(&s));
+        // CANCELLED from the server itself (no source) is final.
+        assert!(!is_transient(&Status::cancelled("operation was canceled")));
         // The same source under a code a retry cannot fix is not retried.
         let mut s = Status::permission_denied("no");
         s.set_source(std::sync::Arc::new(std::io::Error::other("reset")));
