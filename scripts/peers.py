@@ -3,6 +3,11 @@
 
     python3 scripts/peers.py [--n 1000000] [--m 1,100,10000] [--out FILE]
 
+Offline (a machine without a package index, as the device machine of docs/BENCHMARKS.md):
+    python3 scripts/peers.py --wheels DIR --python PY310 --bin-dir DIR --om-parallel
+with DIR holding the peers' wheels (`pip download` them elsewhere: openmined-psi, protobuf,
+apsi for that Python); each peer's wheels are unpacked into a directory on its PYTHONPATH.
+
 Workload: N distinct synthetic CN mobile numbers (`+86` + 11 digits, 13x-19x, fixed seed) on the
 server side; for each M, a query of M numbers, half members of the set and half not (M = 1: one member).
 
@@ -186,8 +191,7 @@ request_burst = 1000000000
 """
 
 
-def run_breachcheck(work, n, ms, queries, cores):
-    rel = ROOT / "target" / "release"
+def run_breachcheck(work, n, ms, queries, cores, rel):
     server_bin, client_bin = rel / "breachcheck-server", rel / "breachcheck"
     if not server_bin.exists() or not client_bin.exists():
         return {"error": f"not available: {rel}/breachcheck-server or breachcheck not built"}
@@ -345,11 +349,38 @@ def make_venv(python, package, vdir, log):
     return vpy, version
 
 
-def run_worker(vpy, code, args, work, log, timeout):
-    script = work / "worker.py"
+def unpack_wheels(wheels, names, site, log):
+    """Offline install: unpack the wheels in `wheels` whose names start with one of `names`
+    into `site` (a directory for PYTHONPATH); return the first one's version."""
+    import zipfile
+    found = [w for w in sorted(Path(wheels).glob("*.whl"))
+             if any(w.name.lower().startswith(x) for x in names)]
+    missing = [x for x in names if not any(w.name.lower().startswith(x) for w in found)]
+    if missing:
+        raise RuntimeError(f"no wheel for {', '.join(missing)} in {wheels}")
+    for w in found:
+        with zipfile.ZipFile(w) as z:
+            z.extractall(site)
+        log(f"unpacked {w.name} into {site}")
+    return found[0].name.split("-")[1]
+
+
+def peer_python(args, default, package, names, work, tag, log):
+    """The interpreter and environment a peer runs in: a venv with `package` pip-installed,
+    or (with --wheels) `args.python` with the wheels unpacked on its PYTHONPATH."""
+    if args.wheels:
+        site = work / f"site-{tag}"
+        version = unpack_wheels(args.wheels, names, site, log)
+        return args.python or default, version, {**os.environ, "PYTHONPATH": str(site)}
+    vpy, version = make_venv(args.python or default, package, str(work / f"venv-{tag}"), log)
+    return vpy, version, None
+
+
+def run_worker(vpy, code, args, work, log, timeout, env=None, tag="main"):
+    script = work / f"worker-{tag}.py"  # not the name of the module it imports
     script.write_text(code)
     p = subprocess.Popen([vpy, str(script), str(work), *args], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+                         stderr=subprocess.PIPE, text=True, env=env)
     err = []
 
     def drain():
@@ -478,6 +509,15 @@ def main():
     ap.add_argument("--om-setup", choices=["per-m", "shared"], default="per-m",
                     help="OpenMined: one setup message per M (default) or one for max(M)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--bin-dir", default=str(ROOT / "target" / "release"),
+                    help="where breachcheck-server and breachcheck are (not rebuilt)")
+    ap.add_argument("--wheels", help="offline: a directory of the peers' wheels to unpack "
+                    "instead of pip-installing into venvs")
+    ap.add_argument("--python", help="the interpreter for both peers (default: python3 for "
+                    "OpenMined, pyenv's CPython 3.10 for APSI)")
+    ap.add_argument("--om-parallel", action="store_true",
+                    help="OpenMined: one single-threaded process per M, run at once "
+                    "(each on its own core; for machines with more cores than M sizes)")
     args = ap.parse_args()
     ms = sorted(int(x) for x in args.m.split(","))
     only = set(args.only.split(","))
@@ -497,35 +537,58 @@ def main():
         if "breachcheck" in only:
             log("breachcheck")
             try:
-                results.append(("breachcheck", run_breachcheck(work, args.n, ms, queries, cores)))
+                results.append(("breachcheck", run_breachcheck(work, args.n, ms, queries, cores,
+                                                               Path(args.bin_dir))))
             except Exception as e:  # noqa: BLE001 - reported in the table
                 results.append(("breachcheck", {"error": f"failed: {e}"[:200]}))
         if "openmined" in only:
             log("OpenMined PSI")
             try:
-                vpy, ver = make_venv(PY311, "openmined-psi", str(work / "venv-om"), log)
-                out = run_worker(vpy, OM_WORKER, [",".join(map(str, ms)), str(args.om_fpr),
-                                                  "shared" if args.om_setup == "shared"
-                                                  else "per-m"], work, log, 3600)
+                vpy, ver, env = peer_python(args, PY311, "openmined-psi",
+                                            ["openmined_psi", "protobuf"], work, "om", log)
+                shared = "shared" if args.om_setup == "shared" else "per-m"
+                groups = [[m] for m in ms] if args.om_parallel else [ms]
+                outs = [None] * len(groups)
+
+                def om(i):
+                    try:
+                        outs[i] = run_worker(vpy, OM_WORKER, [",".join(map(str, groups[i])),
+                                                              str(args.om_fpr), shared],
+                                             work, log, 3600, env, f"om{i}")
+                    except Exception as e:  # noqa: BLE001 - raised below
+                        outs[i] = e
+                threads = [threading.Thread(target=om, args=(i,)) for i in range(len(groups))]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                for o in outs:
+                    if isinstance(o, Exception):
+                        raise o
+                rows = sorted((r for o in outs for r in o["rows"]), key=lambda r: r["m"])
                 results.append(("OpenMined PSI", {
-                    "threads": 1, "rows": out["rows"],
+                    "threads": 1, "rows": rows,
                     "setup_note": f"openmined-psi {ver}, GCS, fpr {args.om_fpr:g}, 1 thread "
                                   f"(the library is single-threaded); setup = "
                                   f"CreateSetupMessage(num_client_inputs = "
                                   f"{'max M' if args.om_setup == 'shared' else 'M'}); "
-                                  f"online in process, no network"}))
+                                  f"online in process, no network"
+                                  + ("; one process per M, run at once"
+                                     if args.om_parallel else "")}))
             except Exception as e:  # noqa: BLE001
                 results.append(("OpenMined PSI", {"error": f"not available: {e}"[:240]}))
         if "apsi" in only:
             log("APSI")
             try:
-                vpy, ver = make_venv(PY310, "apsi==0.1.2", str(work / "venv-apsi"), log)
+                vpy, ver, env = peer_python(args, PY310, "apsi==0.1.2", ["apsi"], work,
+                                            "apsi", log)
                 plan = {}
                 for m in ms:
                     name = apsi_params_for(m)
                     plan.setdefault(name, [APSI_PARAMS[name], []])[1].append(m)
                 out = run_worker(vpy, APSI_WORKER, [",".join(map(str, ms)), str(cores),
-                                                    json.dumps(plan)], work, log, 3600)
+                                                    json.dumps(plan)], work, log, 3600, env,
+                                 "apsi")
                 results.append(("APSI", {
                     "threads": out["threads"], "rows": out["rows"],
                     "setup_note": f"apsi {ver} (pip), UnlabeledServer, {out['threads']} "
