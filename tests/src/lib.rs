@@ -9,3 +9,13 @@
 pub mod browser;
 pub mod raw;
 pub mod soak;
+
+/// The CPU's model name from `/proc/cpuinfo`, for the reports' headers.
+#[must_use]
+pub fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    info.lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|m| m.trim().to_owned())
+}

@@ -310,15 +310,7 @@ fn pir(bin: &Path, dir: &Path, ns: &[u64]) -> String {
                 breachcheck_client::checks::bucket_of(&p, shape.bucket_bits)
             })
             .collect();
-        let Lookups {
-            query_ms: q,
-            server_ms: srv,
-            decode_ms: dec,
-            pass_ms: mv,
-            packing_ms: pack,
-            up,
-            down,
-        } = lookups(&client, engine.as_ref(), buckets, |b, row| {
+        let l = lookups(&client, engine.as_ref(), buckets, |b, row| {
             let (payload, proof) = shape.split(row).expect("a row of the index");
             assert!(
                 proto::verify_bucket(b, payload, proof, shape.bucket_bits, &root),
@@ -329,7 +321,7 @@ fn pir(bin: &Path, dir: &Path, ns: &[u64]) -> String {
         let pass_ms = db / bw * 1e3;
         let _ = writeln!(
             rows,
-            "| {} | {} | 2^{} × {} | {} | {:.0} s, {:.0} MB | {:.2} s | {:+.0} MB | {} | {} | {} | {:.1} + {:.1} ms | {:.1} ms | {:.2} ms ({:.1}×) | {:.1} ms | {:.2} ms |",
+            "| {} | {} | 2^{} × {} | {} | {:.0} s, {:.0} MB | {:.2} s | {:+.0} MB | {} |",
             breachcheck_client::human_count(n as f64),
             human_bytes(file_size),
             shape.bucket_bits,
@@ -339,17 +331,9 @@ fn pir(bin: &Path, dir: &Path, ns: &[u64]) -> String {
             build_rss,
             pre_s,
             pre_mb,
-            human_bytes(setup.public_data.len() as u64),
-            human_bytes(up as u64),
-            human_bytes(down as u64),
-            q,
-            dec,
-            srv,
-            mv,
-            mv / pass_ms,
-            pack,
-            pass_ms,
+            l.cells(setup.public_data.len(), pass_ms),
         );
+        let (srv, up, down) = (l.server_ms, l.up, l.down);
         if n == 1_000_000 {
             let bytes = (up + down) as f64;
             apsi = format!(
@@ -369,7 +353,12 @@ fn pir(bin: &Path, dir: &Path, ns: &[u64]) -> String {
                 }
             );
         }
-        model.push((n, db, mv / pass_ms, pack / shape.instances as f64));
+        model.push((
+            n,
+            db,
+            l.pass_ms / pass_ms,
+            l.packing_ms / shape.instances as f64,
+        ));
     }
     // The answer is a pass over the database (bound by bandwidth) plus a
     // packing cost per instance: extrapolate each from its own measurement.
@@ -479,15 +468,7 @@ fn pir_shapes(shapes: &[(u32, usize)]) -> String {
         };
         let client = ClientPir::new(&info, &setup).unwrap();
         let picks = (0..ROUNDS + 2).map(|_| rand::random::<u32>() % shape.rows() as u32);
-        let Lookups {
-            query_ms: q,
-            server_ms: srv,
-            decode_ms: dec,
-            pass_ms: mv,
-            packing_ms: pack,
-            up,
-            down,
-        } = lookups(&client, &engine, picks.collect(), |b, row| {
+        let l = lookups(&client, &engine, picks.collect(), |b, row| {
             assert!(
                 row == row_of(b),
                 "a decoded row differs from the row put in"
@@ -497,24 +478,15 @@ fn pir_shapes(shapes: &[(u32, usize)]) -> String {
         let pass_ms = db / bw * 1e3;
         let _ = writeln!(
             rows,
-            "| 2^{k} × {instances} | {} | {:.1} s | {:.1} + {:.1} + {:.1} s | {:+.0} MB | {} | {} | {} | {:.1} + {:.1} ms | **{:.1} ms** | {:.1} ms ({:.1}×) | {:.1} ms | {:.1} ms | **{:.1}×** |",
+            "| 2^{k} × {instances} | {} | {:.1} s | {:.1} + {:.1} + {:.1} s | {:+.0} MB | {} **{:.1}×** |",
             human_bytes(db as u64),
             t.total().as_secs_f64(),
             t.database.as_secs_f64(),
             t.hint.as_secs_f64(),
             t.packing_tables.as_secs_f64(),
             pre_mb,
-            human_bytes(setup.public_data.len() as u64),
-            human_bytes(up as u64),
-            human_bytes(down as u64),
-            q,
-            dec,
-            srv,
-            mv,
-            mv / pass_ms,
-            pack,
-            pass_ms,
-            srv / pass_ms,
+            l.cells(setup.public_data.len(), pass_ms),
+            l.server_ms / pass_ms,
         );
         let (db_s, tables_s) = (t.database.as_secs_f64(), t.packing_tables.as_secs_f64());
         let cold = |c: bool| if c { "" } else { " (page cache)" };
@@ -536,15 +508,7 @@ fn pir_shapes(shapes: &[(u32, usize)]) -> String {
         drop(engine);
     }
     let _ = std::fs::remove_dir_all(&dir);
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
+    let cpu = breachcheck_tests::cpu_model().unwrap_or_else(|| "unknown CPU".into());
     format!(
         "## PIR at fixed shapes\n\n\
          `bench --pir-shape {}` on {cores} cores ({cpu}; the PIR kernel: {}), ipir-sp 0.1.0-rc.8, \
@@ -584,6 +548,26 @@ struct Lookups {
     packing_ms: f64,
     up: usize,
     down: usize,
+}
+
+impl Lookups {
+    /// The columns both PIR tables show, from the public data to one read
+    /// pass (`pass_ms`, at the measured bandwidth), each closed by `|`.
+    fn cells(&self, public_data: usize, pass_ms: f64) -> String {
+        format!(
+            "{} | {} | {} | {:.1} + {:.1} ms | {:.1} ms | {:.2} ms ({:.1}×) | {:.1} ms | {:.2} ms |",
+            human_bytes(public_data as u64),
+            human_bytes(self.up as u64),
+            human_bytes(self.down as u64),
+            self.query_ms,
+            self.decode_ms,
+            self.server_ms,
+            self.pass_ms,
+            self.pass_ms / pass_ms,
+            self.packing_ms,
+            pass_ms,
+        )
+    }
 }
 
 /// Looks up each row of `rows` (the first two warm up): the client's query,

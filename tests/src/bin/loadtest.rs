@@ -916,15 +916,7 @@ async fn measure(
         entries: info.entry_count,
         bucket_bits: info.bucket_bits,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        cpu_model: std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("model name"))
-                    .and_then(|l| l.split(':').nth(1))
-                    .map(|m| m.trim().to_owned())
-            })
-            .unwrap_or_else(|| "?".into()),
+        cpu_model: breachcheck_tests::cpu_model().unwrap_or_else(|| "?".into()),
         redis_version: String::new(),
         ping,
         latency,
