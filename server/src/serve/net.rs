@@ -92,7 +92,9 @@ impl Cooldowns {
         let key = source_key(ip);
         let mut until = self.until.lock().unwrap_or_else(|e| e.into_inner());
         match until.get(&key) {
-            Some(&t) if t > Instant::now() => true,
+            // A trusted proxy in a cooled /64 (an attacker beside it) is
+            // still served: only a hit pays for the exemption check.
+            Some(&t) if t > Instant::now() => !self.exempt.iter().any(|c| c.contains(ip)),
             Some(_) => {
                 until.remove(&key);
                 false
@@ -700,6 +702,12 @@ mod tests {
         assert!(c.holds(ip("2001:db8:1:2::99")), "same /64");
         assert!(!c.holds(ip("2001:db8:1:3::7")));
         assert!(!c.holds(ip("10.1.2.3")), "a trusted proxy is never cooled");
+        // Nor is one that shares a cooled /64 with an attacker.
+        let proxy6 = Cidr::parse("2001:db8:5:6::1/128").expect("cidr");
+        let c6 = Cooldowns::new(Duration::from_secs(10), vec![proxy6], metrics.clone());
+        c6.start(ip("2001:db8:5:6::bad"));
+        assert!(c6.holds(ip("2001:db8:5:6::bad2")), "the attacker's /64");
+        assert!(!c6.holds(ip("2001:db8:5:6::1")), "the proxy in it");
         tokio::time::advance(Duration::from_secs(11)).await;
         assert!(!c.holds(ip("192.0.2.1")), "the cool-down ended");
         let off = Cooldowns::new(Duration::ZERO, vec![], metrics);
