@@ -8,6 +8,11 @@ Offline (a machine without a package index, as the device machine of docs/BENCHM
 with DIR holding the peers' wheels (`pip download` them elsewhere: openmined-psi, protobuf,
 apsi for that Python); each peer's wheels are unpacked into a directory on its PYTHONPATH.
 
+APSI built from source for this CPU (the wheel needs AVX-512; scripts/build-apsi.sh):
+    python3 scripts/peers.py --apsi-dir target/apsi
+builds APSI 0.12.0 and PyAPSI 0.2.3 into target/apsi first if it is not there, then runs them
+under python3.
+
 Workload: N distinct synthetic CN mobile numbers (`+86` + 11 digits, 13x-19x, fixed seed) on the
 server side; for each M, a query of M numbers, half members of the set and half not (M = 1: one member).
 
@@ -24,7 +29,8 @@ server side; for each M, a query of M numbers, half members of the set and half 
   below): 1M-1 for M = 1, 1M-256 for M = 100, 1M-11041 for M = 10,000; setup = `init_db` +
   `add_items` (timed once per parameter set), online = OPRF request + response + query +
   response + extract, in process, no network; bytes = OPRF request + query up, OPRF response +
-  query response down. Thread count = the machine's cores.
+  query response down. Thread count = the machine's cores. With --apsi-dir, the same worker
+  runs PyAPSI 0.2.3 over APSI 0.12.0 built by scripts/build-apsi.sh instead of the wheel.
 
 A peer whose install fails is reported as "not available: <reason>" and the run goes on.
 Standard library only (the peers are pip-installed into temporary venvs).
@@ -376,6 +382,22 @@ def peer_python(args, default, package, names, work, tag, log):
     return vpy, version, None
 
 
+def apsi_from_source(args, log):
+    """The interpreter and environment for the `apsi` package scripts/build-apsi.sh builds in
+    --apsi-dir (building it first when it is not there)."""
+    python = args.python or PY311
+    site = Path(args.apsi_dir).resolve()
+    if not list(site.glob("_pyapsi*.so")):
+        log(f"building APSI from source into {site} (scripts/build-apsi.sh; minutes)")
+        r = subprocess.run([str(ROOT / "scripts" / "build-apsi.sh"), str(site)],
+                           env={**os.environ, "PYTHON": python}, capture_output=True, text=True)
+        if r.returncode:
+            last = [x for x in r.stderr.strip().splitlines() if x.strip()]
+            raise RuntimeError(f"scripts/build-apsi.sh failed: {(last or ['?'])[-1][:200]}")
+    version = "(PyAPSI 0.2.3 over APSI 0.12.0, built from source with -march=native, FourQ asm off)"
+    return python, version, {**os.environ, "PYTHONPATH": str(site)}
+
+
 def run_worker(vpy, code, args, work, log, timeout, env=None, tag="main"):
     script = work / f"worker-{tag}.py"  # not the name of the module it imports
     script.write_text(code)
@@ -515,6 +537,9 @@ def main():
                     "instead of pip-installing into venvs")
     ap.add_argument("--python", help="the interpreter for both peers (default: python3 for "
                     "OpenMined, pyenv's CPython 3.10 for APSI)")
+    ap.add_argument("--apsi-dir", help="APSI: run the `apsi` package that "
+                    "scripts/build-apsi.sh builds in this directory (built first if missing), "
+                    "under --python or python3, instead of pip's apsi==0.1.2 wheel")
     ap.add_argument("--om-parallel", action="store_true",
                     help="OpenMined: one single-threaded process per M, run at once "
                     "(each on its own core; for machines with more cores than M sizes)")
@@ -580,8 +605,12 @@ def main():
         if "apsi" in only:
             log("APSI")
             try:
-                vpy, ver, env = peer_python(args, PY310, "apsi==0.1.2", ["apsi"], work,
-                                            "apsi", log)
+                if args.apsi_dir:
+                    vpy, ver, env = apsi_from_source(args, log)
+                else:
+                    vpy, ver, env = peer_python(args, PY310, "apsi==0.1.2", ["apsi"], work,
+                                                "apsi", log)
+                    ver = f"{ver} (pip)"
                 plan = {}
                 for m in ms:
                     name = apsi_params_for(m)
@@ -591,7 +620,7 @@ def main():
                                  "apsi")
                 results.append(("APSI", {
                     "threads": out["threads"], "rows": out["rows"],
-                    "setup_note": f"apsi {ver} (pip), UnlabeledServer, {out['threads']} "
+                    "setup_note": f"apsi {ver}, UnlabeledServer, {out['threads']} "
                                   f"threads; setup = init_db + add_items per parameter set "
                                   f"(microsoft/APSI parameters/1M-*.json); online in process, "
                                   f"no network"}))
