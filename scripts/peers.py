@@ -394,7 +394,8 @@ def apsi_from_source(args, log):
         if r.returncode:
             last = [x for x in r.stderr.strip().splitlines() if x.strip()]
             raise RuntimeError(f"scripts/build-apsi.sh failed: {(last or ['?'])[-1][:200]}")
-    version = "(PyAPSI 0.2.3 over APSI 0.12.0, built from source with -march=native, FourQ asm off)"
+    version = ("(PyAPSI 0.2.3 over APSI 0.12.0, built from source with -march=native, "
+               "FourQ assembly on)")
     return python, version, {**os.environ, "PYTHONPATH": str(site)}
 
 
