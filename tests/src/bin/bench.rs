@@ -142,6 +142,9 @@ fn main() {
     let browser_section = browser(&bin, &dir, n);
     let _ = std::fs::remove_dir_all(&dir);
     let mut text = r.render(n);
+    if !text.ends_with("\n\n") {
+        text.push('\n');
+    }
     text.push_str(&browser_section);
     // The PIR sections (`--pir`, `--pir-shape`, run separately: they take
     // long) are kept.
@@ -1427,7 +1430,7 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "| server: same, spread over the rayon pool ({} cores), wall per element | {:.2} | floor / cores = {:.2} | {:.3} | |",
+            "| server: same, spread over the rayon pool ({} cores), wall per element | {:.2} | floor / cores = {:.2} | **{:.3}** | ≤ 1.15 |",
             self.cores,
             self.server_elem_par,
             server_floor / self.cores as f64,
@@ -1448,7 +1451,7 @@ impl Report {
             let _ = writeln!(s, "## Index build (`build-index`, all cores)\n");
             let _ = writeln!(
                 s,
-                "| distinct numbers | wall | numbers/s | cores × primitive rate | ratio (target ≥ 0.85) | bytes/entry (target ≤ 4.5) | file | k | peak RSS |"
+                "| distinct numbers | wall | numbers/s | cores × primitive rate | ratio (target ≥ 0.9) | bytes/entry (target ≤ 4.5) | file | k | peak RSS |"
             );
             let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
             let _ = writeln!(
@@ -1479,7 +1482,7 @@ impl Report {
             let _ = writeln!(s, "| what | figure |\n|---|---|");
             let _ = writeln!(
                 s,
-                "| Evaluate throughput, batches of 1,024, three calls in flight, best 2-s window | {:.0} elements/s = **{:.3}** × the in-process batch BlindEvaluate rate on all cores ({in_process:.0}/s; target ≥ 0.8) |",
+                "| Evaluate throughput, batches of 1,024, three calls in flight, best 2-s window | {:.0} elements/s = **{:.3}** × the in-process batch BlindEvaluate rate on all cores ({in_process:.0}/s; target ≥ 0.9) |",
                 g.evaluate_rate,
                 g.evaluate_rate / in_process
             );
