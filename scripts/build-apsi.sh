@@ -52,14 +52,19 @@ mkdir -p "$work/src"
 for s in "${sources[@]}"; do
     read -r repo rev dir <<<"$s"
     [[ -d "$work/src/$dir" ]] && continue
+    # Fetched under a temporary name and renamed, so an interrupted fetch is fetched again.
+    tmp="$work/src/.$dir.partial"
+    rm -rf "$tmp"
     mirror="${BREACHCHECK_GIT_MIRROR:-}/${repo/\//+}/repo"
     if [[ -n "${BREACHCHECK_GIT_MIRROR:-}" && -d "$mirror" ]]; then
-        git -C "$mirror" archive --prefix="$dir/" "$rev" | tar -x -C "$work/src"
+        mkdir -p "$tmp"
+        git -C "$mirror" archive "$rev" | tar -x -C "$tmp"
     else
-        git init -q "$work/src/$dir"
-        git -C "$work/src/$dir" fetch -q --depth 1 "https://github.com/$repo" "$rev"
-        git -C "$work/src/$dir" checkout -q FETCH_HEAD
+        git init -q "$tmp"
+        git -C "$tmp" fetch -q --depth 1 "https://github.com/$repo" "$rev"
+        git -C "$tmp" checkout -q FETCH_HEAD
     fi
+    mv "$tmp" "$work/src/$dir"
 done
 
 # Debian names the flatbuffers package FlatBuffers, gives flatc no Release location, and ships
@@ -89,6 +94,8 @@ if(NOT TARGET zstd::libzstd_static)
     IMPORTED_LOCATION /usr/lib/x86_64-linux-gnu/libzstd.so)
 endif()
 EOF
+# PyAPSI's own CMakeLists.txt fetches pybind11 from GitHub and builds APSI as a subdirectory;
+# this one uses Debian's pybind11 and the APSI installed above.
 cat >"$work/src/pyapsi/CMakeLists.txt" <<'EOF'
 cmake_minimum_required(VERSION 3.16)
 project(_pyapsi CXX)
