@@ -19,7 +19,8 @@
 # set, `git archive` from bare repositories at $BREACHCHECK_GIT_MIRROR/<owner>+<name>/repo.
 # Needs: cmake >= 3.16, g++, git, and the Debian packages below (installed if apt-get exists
 # and they are missing). Result: DIR/apsi (the Python package) and DIR/_pyapsi*.so, for the
-# python3 that ran this script (put DIR on its PYTHONPATH).
+# python3 that ran this script (put DIR on its PYTHONPATH), and DIR/BUILT, a line saying what
+# they are, written last.
 set -euo pipefail
 
 out=${1:?usage: scripts/build-apsi.sh DIR}
@@ -125,8 +126,8 @@ build apsi -DAPSI_USE_LOG4CPLUS=OFF -DAPSI_USE_ZMQ=OFF \
 cmake --install "$work/b/apsi" >>"$work/apsi.log"
 # fp2_1271.S has no .note.GNU-stack: without -z noexecstack the extension would ask for an
 # executable stack.
-build pyapsi "-DPython_EXECUTABLE=$(command -v "$python")" -DCMAKE_MODULE_LINKER_FLAGS=-Wl,-z,noexecstack \
-    "-DPYTHON_EXECUTABLE=$(command -v "$python")"
+build pyapsi "-DPYTHON_EXECUTABLE=$(command -v "$python")" \
+    -DCMAKE_MODULE_LINKER_FLAGS=-Wl,-z,noexecstack
 
 rm -rf "$out/apsi"
 cp -r "$work/src/pyapsi/apsi" "$out/apsi"
@@ -149,4 +150,7 @@ query = client.build_query(server.handle_oprf_request(client.oprf_request(["item
 found = sorted(client.extract_result(server.handle_query(query)))
 assert found == ["abc", "item"], found
 PY
-echo "built: PYTHONPATH=$out $python (APSI 0.12.0 via PyAPSI 0.2.3, -march=native, FourQ asm on; smoke test passed)" >&2
+# What was built, for scripts/peers.py's report.
+echo "PyAPSI 0.2.3 over APSI 0.12.0, built from source with -march=native, FourQ assembly on" \
+    >"$out/BUILT"
+echo "built: PYTHONPATH=$out $python ($(cat "$out/BUILT"); smoke test passed)" >&2

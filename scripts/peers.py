@@ -387,15 +387,14 @@ def apsi_from_source(args, log):
     --apsi-dir (building it first when it is not there)."""
     python = args.python or PY311
     site = Path(args.apsi_dir).resolve()
-    if not list(site.glob("_pyapsi*.so")):
+    if not (site / "BUILT").exists():
         log(f"building APSI from source into {site} (scripts/build-apsi.sh; minutes)")
         r = subprocess.run([str(ROOT / "scripts" / "build-apsi.sh"), str(site)],
                            env={**os.environ, "PYTHON": python}, capture_output=True, text=True)
         if r.returncode:
             last = [x for x in r.stderr.strip().splitlines() if x.strip()]
             raise RuntimeError(f"scripts/build-apsi.sh failed: {(last or ['?'])[-1][:200]}")
-    version = ("(PyAPSI 0.2.3 over APSI 0.12.0, built from source with -march=native, "
-               "FourQ assembly on)")
+    version = f"({(site / 'BUILT').read_text().strip()})"
     return python, version, {**os.environ, "PYTHONPATH": str(site)}
 
 
@@ -611,7 +610,7 @@ def main():
                 else:
                     vpy, ver, env = peer_python(args, PY310, "apsi==0.1.2", ["apsi"], work,
                                                 "apsi", log)
-                    ver = f"{ver} (pip)"
+                    ver = f"{ver} ({'wheel' if args.wheels else 'pip'})"
                 plan = {}
                 for m in ms:
                     name = apsi_params_for(m)
