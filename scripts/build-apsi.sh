@@ -26,6 +26,7 @@ set -euo pipefail
 out=${1:?usage: scripts/build-apsi.sh DIR}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
+rm -f "$out/BUILT"  # until this build has passed its smoke test
 work="$out/build"
 prefix="$work/prefix"
 python=${PYTHON:-python3}
